@@ -1,0 +1,138 @@
+"""The outbox relay: moves committed outbox rows to the broker, each exactly once.
+
+Two paths reach the same function. Right after a commit, ``publish_after_commit`` publishes
+the rows that transaction wrote (low latency). A beat-scheduled sweep publishes whatever
+that missed: a crash between commit and publish, or a broker that was down.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+
+from celery import Celery, current_app
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from kombu import Connection, Producer
+from kombu.exceptions import KombuError
+
+from apps.eventstore.models import OutboxMessage
+from apps.eventstore.subscriptions import subscribers
+
+DELIVER_TASK = "backstop.deliver"
+# Task ids are derived from (handler, event) so a republished message is recognisable.
+_TASK_ID_NAMESPACE = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+logger = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The broker refused or dropped a publish."""
+
+
+def delivery_task_id(handler: str, event_id: uuid.UUID | str) -> str:
+    """Return the stable Celery task id of the message for ``handler`` and ``event_id``."""
+    return str(uuid.uuid5(_TASK_ID_NAMESPACE, f"{handler}:{event_id}"))
+
+
+def publish_pending(
+    *,
+    ids: Iterable[int] | None = None,
+    older_than: timedelta | None = None,
+    limit: int | None = None,
+    connection: Connection | None = None,
+) -> int:
+    """Publish unpublished outbox rows and return how many were published.
+
+    1. In one transaction, claim up to ``limit`` unpublished rows (only ``ids``, or only
+       rows older than ``older_than``, when given) with ``FOR UPDATE SKIP LOCKED``: a row
+       another relay holds is skipped, never published twice.
+    2. Send one ``deliver(handler, event_id)`` message per subscribed handler.
+    3. Mark the sent rows published; on a broker error, record it on the row, stop, and
+       leave that row and the rest for the next sweep.
+    """
+    claimed = OutboxMessage.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+        published_at__isnull=True
+    )
+    if ids is not None:
+        claimed = claimed.filter(pk__in=list(ids))
+    if older_than is not None:
+        claimed = claimed.filter(created_at__lte=timezone.now() - older_than)
+    with transaction.atomic():
+        rows = list(
+            claimed.select_related("event").order_by("pk")[: limit or settings.OUTBOX_BATCH_SIZE]
+        )
+        if not rows:
+            return 0
+        sent = _send(rows, connection)
+        now = timezone.now()
+        for row in rows[:sent]:
+            row.published_at = now
+            row.attempts += 1
+            row.last_attempt_at = now
+        OutboxMessage.objects.bulk_update(
+            rows[:sent], ["published_at", "attempts", "last_attempt_at"]
+        )
+    return sent
+
+
+def _send(rows: list[OutboxMessage], connection: Connection | None) -> int:
+    """Publish rows in order; return how many went out before the broker failed."""
+    app = current_app
+    try:
+        with app.producer_or_acquire() if connection is None else connection.Producer() as producer:
+            for sent, row in enumerate(rows):
+                try:
+                    _publish(app, producer, row)
+                except (KombuError, OSError) as exc:
+                    _record_failure(row, exc)
+                    return sent
+    except (KombuError, OSError) as exc:
+        _record_failure(rows[0], exc)
+        return 0
+    return len(rows)
+
+
+def _publish(app: Celery, producer: Producer, row: OutboxMessage) -> None:
+    event = row.event
+    for sub in subscribers(event.type):
+        app.send_task(
+            DELIVER_TASK,
+            args=(sub.name, str(event.event_id)),
+            task_id=delivery_task_id(sub.name, event.event_id),
+            queue=sub.queue,
+            producer=producer,
+            retry=True,
+            retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
+        )
+
+
+def _record_failure(row: OutboxMessage, exc: BaseException) -> None:
+    logger.warning("outbox #%s not published, the sweep will retry: %s", row.pk, exc)
+    OutboxMessage.objects.filter(pk=row.pk).update(
+        attempts=row.attempts + 1,
+        last_error=f"{type(exc).__name__}: {exc}"[:2000],
+        last_attempt_at=timezone.now(),
+    )
+
+
+def publish_after_commit(ids: list[int]) -> None:
+    """Publish the rows a transaction just committed; never raise into the caller."""
+    try:
+        publish_pending(ids=ids)
+    except Exception:
+        # The rows stay unpublished and the beat sweep picks them up; the command succeeded.
+        logger.exception("on-commit relay failed for outbox rows %s", ids[:10])
+
+
+def sweep() -> int:
+    """Publish every row left behind, batch by batch; return how many were published."""
+    grace = timedelta(seconds=settings.OUTBOX_SWEEP_GRACE_SECONDS)
+    total = 0
+    while True:
+        published = publish_pending(older_than=grace)
+        total += published
+        if published < settings.OUTBOX_BATCH_SIZE:
+            return total

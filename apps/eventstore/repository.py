@@ -1,0 +1,99 @@
+"""Loading and saving aggregates, with snapshots and a bounded retry on conflicts."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from django.conf import settings
+from django.db import transaction
+
+from apps.eventstore import store
+from apps.eventstore.aggregates import Aggregate
+from apps.eventstore.exceptions import ConcurrencyConflict, StreamNotFound
+from apps.eventstore.models import Snapshot
+from apps.eventstore.registry import RecordedEvent
+from apps.eventstore.store import CommandContext
+
+A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R")
+logger = logging.getLogger(__name__)
+
+
+class Repository(Generic[A]):
+    """Loads aggregates of one class from snapshot + later events, and saves new events."""
+
+    def __init__(self, aggregate_class: type[A]) -> None:
+        self.aggregate_class = aggregate_class
+
+    def load(self, stream_id: uuid.UUID) -> A:
+        """Return the aggregate at its latest version, or raise ``StreamNotFound``."""
+        aggregate = self._from_snapshot(stream_id) or self.aggregate_class(stream_id)
+        for recorded in store.read_stream(stream_id, after_version=aggregate.version):
+            aggregate.apply(recorded.payload)
+        if aggregate.version == 0:
+            raise StreamNotFound(stream_id)
+        return aggregate
+
+    def save(self, aggregate: A, context: CommandContext) -> list[RecordedEvent]:
+        """Append the aggregate's pending events atomically; return them as recorded.
+
+        Raises ``ConcurrencyConflict`` when another writer saved the stream first.
+        """
+        pending = aggregate.pending_events()
+        with transaction.atomic():
+            recorded = store.append(
+                stream_type=self.aggregate_class.stream_type,
+                stream_id=aggregate.id,
+                expected_version=aggregate.loaded_version,
+                events=pending,
+                context=context,
+            )
+            if recorded and self._snapshot_due(aggregate.loaded_version, aggregate.version):
+                self._take_snapshot(aggregate)
+        aggregate.mark_saved()
+        return recorded
+
+    def _snapshot_due(self, before: int, after: int) -> bool:
+        every = self.aggregate_class.snapshot_every
+        return bool(every) and after // every > before // every  # crossed a multiple of N
+
+    def _take_snapshot(self, aggregate: A) -> None:
+        Snapshot.objects.update_or_create(
+            stream_id=aggregate.id,
+            defaults={
+                "stream_type": self.aggregate_class.stream_type,
+                "version": aggregate.version,
+                "schema_version": self.aggregate_class.snapshot_schema,
+                "state": aggregate.to_snapshot(),
+            },
+        )
+
+    def _from_snapshot(self, stream_id: uuid.UUID) -> A | None:
+        if not self.aggregate_class.snapshot_every:
+            return None
+        snapshot = Snapshot.objects.filter(
+            stream_id=stream_id, schema_version=self.aggregate_class.snapshot_schema
+        ).first()
+        if snapshot is None:
+            return None
+        return self.aggregate_class.from_snapshot(stream_id, snapshot.version, snapshot.state)
+
+
+def retry_on_conflict(command: Callable[[], R], *, attempts: int | None = None) -> R:
+    """Run ``command`` (which must load afresh and save), re-running it on a conflict.
+
+    Only for commands that are safe to re-run against newer state. After ``attempts``
+    conflicts (``EVENTSTORE_CONFLICT_RETRIES`` by default) the last conflict is raised.
+    """
+    limit = attempts or settings.EVENTSTORE_CONFLICT_RETRIES
+    for attempt in range(1, limit + 1):
+        try:
+            return command()
+        except ConcurrencyConflict:
+            if attempt == limit:
+                raise
+            logger.debug("conflict on attempt %d of %d; reloading", attempt, limit)
+    raise AssertionError("unreachable")

@@ -1,0 +1,19 @@
+"""Backstop's URLs: the admin console, health, the API and its schema."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.console.views import health
+
+admin.site.site_header = "Backstop console"
+admin.site.site_title = "Backstop console"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("health/", health, name="health"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]
