@@ -34,7 +34,7 @@ SQLITE_DROP = [
 def _run(statements: dict[str, list[str]]):
     def run(apps, schema_editor) -> None:
         for sql in statements.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(sql)
+            schema_editor.execute(sql, params=None)
 
     return run
 

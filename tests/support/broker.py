@@ -1,0 +1,73 @@
+"""Looking at what reached the broker, and a private Redis the tests can stop and restart."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from kombu import Connection
+
+from tests.support.waiting import wait_until
+
+
+def drain(broker_url: str, queue: str) -> list[dict[str, Any]]:
+    """Remove and return every Celery message waiting in ``queue`` (task name, id, args)."""
+    messages = []
+    with Connection(broker_url) as conn:
+        simple = conn.SimpleQueue(queue, no_ack=True)
+        try:
+            while True:
+                try:
+                    message = simple.get(block=False)
+                except simple.Empty:
+                    return messages
+                body = message.body if isinstance(message.body, str | bytes) else None
+                args = json.loads(body)[0] if body is not None else message.payload[0]
+                headers = message.headers
+                messages.append({"task": headers["task"], "id": headers["id"], "args": args})
+        finally:
+            simple.close()
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of the test's own, on its own port: it can be stopped like a real outage."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tempfile.gettempdir()],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(self._answers, timeout=20, message=f"redis on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False

@@ -1,0 +1,102 @@
+"""A real Celery worker in a subprocess, sharing the test database and Redis db."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from celery import current_app
+from django.conf import settings
+from django.db import connection
+
+from tests.support.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+# Handler modules of the tests, imported by every worker the tests start.
+TEST_HANDLER_MODULES = "tests.eventstore.counter"
+
+
+@dataclass
+class WorkerProcess:
+    """A running ``celery worker`` subprocess and where its output goes."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """Return the environment of a subprocess that must use the test database and Redis db."""
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        REDIS_URL=settings.REDIS_URL,
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        EVENTSTORE_EXTRA_HANDLER_MODULES=TEST_HANDLER_MODULES,
+        PYTHONPATH=str(ROOT),
+        # Small timing knobs: tests poll for outcomes, they shouldn't wait on grace periods.
+        OUTBOX_SWEEP_GRACE_SECONDS="0",
+        **extra,
+    )
+    return env
+
+
+def start_worker(
+    tmp_dir: Path, *, concurrency: int = 2, pool: str = "prefork", **env: str
+) -> WorkerProcess:
+    """Start a worker on every queue and return once it answers a ping."""
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    log = tmp_dir / f"{name}.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+        "--hostname", name, "--pool", pool, "--concurrency", str(concurrency),
+        "--queues", "default,handlers,maintenance", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=worker_env(**env), stdout=out, stderr=subprocess.STDOUT
+        )
+    worker = WorkerProcess(name, process, log)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited early:\n{worker.output()}")
+        return bool(current_app.control.ping(destination=[name], timeout=0.5))
+
+    try:
+        wait_until(answers, timeout=60, message=f"worker {name} to answer a ping")
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: None, django_db_blocker, tmp_path_factory
+) -> Iterator[WorkerProcess]:
+    """A worker shared by the session's tests (they must be ``transaction=True``)."""
+    with django_db_blocker.unblock():
+        worker = start_worker(tmp_path_factory.mktemp("worker"))
+    yield worker
+    worker.stop()

@@ -1,0 +1,103 @@
+"""`make run`'s embedded default: SQLite + filesystem broker, no services, boots and works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.broker import free_port
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.smoke
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+SAVE_A_COUNTER = """
+from apps.eventstore.repository import Repository
+from apps.eventstore.store import CommandContext
+from tests.eventstore.counter import Counter
+[opened] = Repository(Counter).save(Counter.open("smoke"), CommandContext())
+print(opened.event_id)
+"""
+
+
+@pytest.fixture
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env.update(
+        BACKSTOP_VAR_DIR=str(tmp_path / "var"),
+        EVENTSTORE_EXTRA_HANDLER_MODULES="tests.eventstore.counter",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def processes(embedded_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, object]]:
+    _manage(embedded_env, "migrate", "--noinput")
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    commands = {
+        "web": [str(bin_dir / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}"],
+        "worker": [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+                   "--queues", "default,handlers,maintenance", "--concurrency", "1"],
+    }  # fmt: skip
+    running: dict[str, object] = {"port": port}
+    try:
+        for name, command in commands.items():
+            log = (tmp_path / f"{name}.log").open("wb")
+            running[name] = subprocess.Popen(
+                command, cwd=ROOT, env=embedded_env, stdout=log, stderr=subprocess.STDOUT
+            )
+            running[f"{name}_log"] = tmp_path / f"{name}.log"
+        yield running
+    finally:
+        for name in commands:
+            process = running.get(name)
+            if isinstance(process, subprocess.Popen):
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def _health(port: int) -> httpx.Response | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health/", timeout=2)
+    except httpx.TransportError:
+        return None
+
+
+def test_the_embedded_default_serves_health_and_a_worker_consumes_events(
+    processes: dict[str, object], embedded_env: dict[str, str]
+) -> None:
+    response = wait_until(lambda: _health(processes["port"]), timeout=60, message="web to answer")
+    assert response.status_code == 200, response.text
+    assert {name: check["ok"] for name, check in response.json()["checks"].items()} == {
+        "database": True,
+        "cache": True,
+        "broker": True,
+    }
+
+    event_id = _manage(embedded_env, "shell", "-c", SAVE_A_COUNTER).strip()
+
+    worker_log: Path = processes["worker_log"]
+    expected = "delivered test.counter.opened"
+    wait_until(lambda: expected in worker_log.read_text(), timeout=60, message="the worker")
+    assert event_id
+    assert (Path(embedded_env["BACKSTOP_VAR_DIR"]) / "backstop.sqlite3").exists()
