@@ -1,0 +1,36 @@
+"""Read-only views of the event log and the outbox for operators."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from apps.eventstore.models import Event, OutboxMessage
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Operators look; nothing here writes (events are append-only by design)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["position", "type", "stream_type", "stream_id", "version", "recorded_at"]
+    list_filter = ["stream_type", "type"]
+    search_fields = ["=stream_id", "=event_id"]
+    show_full_result_count = False  # counting a large log on every page view is expensive
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(ReadOnlyAdmin):
+    list_display = ["id", "event", "created_at", "published_at", "attempts", "last_error"]
+    list_select_related = ["event"]
+    list_filter = [("published_at", admin.EmptyFieldListFilter)]
