@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "apps.eventstore",
+    "apps.resilience",
     "apps.console",
 ]
 
@@ -171,7 +172,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "backstop.deliver": {"queue": "handlers"},
     "backstop.outbox.*": {"queue": "maintenance"},
+    "backstop.dead_letters.*": {"queue": "maintenance"},
 }
+# Poison messages (undecodable bodies, unknown tasks) become dead letters instead of vanishing.
+CELERY_WORKER_CONSUMER = "apps.resilience.consumer:DeadLetteringConsumer"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -267,3 +271,80 @@ if SENTRY_DSN:
 EVENTSTORE_EXTRA_HANDLER_MODULES = env_list("EVENTSTORE_EXTRA_HANDLER_MODULES", [])
 # Publish outbox rows straight after commit; the beat sweep catches whatever this misses.
 OUTBOX_PUBLISH_ON_COMMIT = env_bool("OUTBOX_PUBLISH_ON_COMMIT", True)
+
+# --- Resilience: retry policies, severities, breakers, dead letters ----------------------
+# Default retry policy per error kind; a handler may override any of them in @handles(retry=).
+_NO_RETRY = {"strategy": "none"}
+RESILIENCE_RETRY_POLICIES = {
+    "transient": {"strategy": "exponential", "max_attempts": 5, "base_delay": 1, "max_delay": 60},
+    "timeout": {"strategy": "linear", "max_attempts": 3, "base_delay": 5, "max_delay": 60},
+    "rate_limited": {
+        "strategy": "retry_after",
+        "max_attempts": 10,
+        "base_delay": 30,
+        "max_delay": 900,
+    },
+    # Deferred until the breaker half-opens or the cooldown ends; attempts are not spent.
+    "unavailable": {
+        "strategy": "fixed",
+        "base_delay": 5,
+        "max_delay": 900,
+        "spends_attempts": False,
+    },
+    "business_rule": _NO_RETRY,
+    "validation": _NO_RETRY,
+    "not_found": _NO_RETRY,
+    "authorization": _NO_RETRY,
+    "system": _NO_RETRY,
+    "configuration": _NO_RETRY,
+    "corruption": _NO_RETRY,
+    "security": _NO_RETRY,
+}
+# Multiplies every policy delay (not a server's Retry-After): tests shrink it.
+RESILIENCE_DELAY_SCALE = env_float("RESILIENCE_DELAY_SCALE", 1.0)
+# Severity of a dead letter by kind.
+RESILIENCE_SEVERITY = {
+    "transient": "high",
+    "timeout": "medium",
+    "rate_limited": "medium",
+    "unavailable": "medium",
+    "business_rule": "low",
+    "validation": "medium",
+    "not_found": "low",
+    "authorization": "medium",
+    "system": "critical",
+    "configuration": "critical",
+    "corruption": "critical",
+    "security": "critical",
+}
+# A message whose worker process died this many times is dead-lettered instead of redelivered.
+RESILIENCE_WORKER_LOST_LIMIT = env_int("RESILIENCE_WORKER_LOST_LIMIT", 3)
+# Default soft/hard time limits of a handler (a handler may set its own in @handles).
+RESILIENCE_HANDLER_SOFT_TIME_LIMIT = env_int("RESILIENCE_HANDLER_SOFT_TIME_LIMIT", 30)
+RESILIENCE_HANDLER_TIME_LIMIT = env_int("RESILIENCE_HANDLER_TIME_LIMIT", 45)
+# How long the Redis fast path remembers that a handler processed an event.
+RESILIENCE_PROCESSED_CACHE_SECONDS = env_int("RESILIENCE_PROCESSED_CACHE_SECONDS", 86_400)
+# Circuit breaker defaults (a breaker may be given its own).
+BREAKER_FAILURE_THRESHOLD = env_int("BREAKER_FAILURE_THRESHOLD", 5)
+BREAKER_WINDOW_SECONDS = env_int("BREAKER_WINDOW_SECONDS", 60)
+BREAKER_RESET_TIMEOUT = env_float("BREAKER_RESET_TIMEOUT", 30.0)
+BREAKER_HALF_OPEN_MAX_CALLS = env_int("BREAKER_HALF_OPEN_MAX_CALLS", 1)
+BREAKER_SUCCESS_THRESHOLD = env_int("BREAKER_SUCCESS_THRESHOLD", 2)
+BREAKER_PROBE_LEASE_SECONDS = env_float("BREAKER_PROBE_LEASE_SECONDS", 30.0)
+# Dead letters of these kinds are retried automatically after a delay, a bounded number of times.
+DEAD_LETTER_AUTO_RETRY_KINDS = env_list(
+    "DEAD_LETTER_AUTO_RETRY_KINDS", ["transient", "timeout", "rate_limited"]
+)
+DEAD_LETTER_AUTO_RETRY_SECONDS = env_float("DEAD_LETTER_AUTO_RETRY_SECONDS", 3600.0)
+DEAD_LETTER_AUTO_RETRY_LIMIT = env_int("DEAD_LETTER_AUTO_RETRY_LIMIT", 3)
+DEAD_LETTER_SWEEP_SECONDS = env_float("DEAD_LETTER_SWEEP_SECONDS", 60.0)
+# Escalation: who hears about dead letters, and when (critical kinds: at once).
+ESCALATION_RULES = [
+    {"name": "critical at once", "min_severity": "critical", "count": 1, "window_seconds": 3600},
+    {"name": "high, repeated", "min_severity": "high", "count": 5, "window_seconds": 900},
+    {"name": "anything, a flood", "min_severity": "low", "count": 50, "window_seconds": 300},
+]
+ESCALATION_CHANNELS = env_list("ESCALATION_CHANNELS", ["log", "mail_admins", "sentry"])
+ESCALATION_WEBHOOK_URL = env_str("ESCALATION_WEBHOOK_URL")
+ADMINS = [("Backstop operators", a) for a in env_list("ADMIN_EMAILS", [])]
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

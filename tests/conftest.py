@@ -7,6 +7,7 @@ import os
 import pytest
 from django.conf import settings
 
+from tests.support import timings
 from tests.support.services import isolate_redis_per_xdist_worker, require_real_services
 
 
@@ -14,6 +15,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Fail loudly without PostgreSQL and Redis; give each xdist worker its own Redis db."""
     require_real_services(settings)
     isolate_redis_per_xdist_worker(settings, os.environ.get("PYTEST_XDIST_WORKER", "gw0"))
+    timings.apply(settings)
 
 
 pytest_plugins = ["tests.support.worker"]

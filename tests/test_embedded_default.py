@@ -39,9 +39,13 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
 
 def _manage(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -53,9 +57,21 @@ def processes(embedded_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str
     bin_dir = Path(sys.executable).parent
     commands = {
         "web": [str(bin_dir / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}"],
-        "worker": [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
-                   "--queues", "default,handlers,maintenance", "--concurrency", "1"],
-    }  # fmt: skip
+        "worker": [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--queues",
+            "default,handlers,maintenance",
+            "--concurrency",
+            "1",
+        ],
+    }
     running: dict[str, object] = {"port": port}
     try:
         for name, command in commands.items():

@@ -104,6 +104,7 @@ def _publish(app: Celery, producer: Producer, row: OutboxMessage) -> None:
             task_id=delivery_task_id(sub.name, event.event_id),
             queue=sub.queue,
             producer=producer,
+            **sub.publish_options(),
             retry=True,
             retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
         )

@@ -28,6 +28,10 @@ class Subscription:
     queue: str = "handlers"
     options: dict[str, Any] = field(default_factory=dict)
 
+    def publish_options(self) -> dict[str, Any]:
+        """Return the per-message Celery options this handler asks for (its time limits)."""
+        return {k: self.options[k] for k in ("soft_time_limit", "time_limit") if k in self.options}
+
 
 _by_name: dict[str, Subscription] = {}
 

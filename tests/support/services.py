@@ -39,7 +39,8 @@ def isolate_redis_per_xdist_worker(settings: Any, worker: str) -> None:
     Celery workers started by the tests inherit the same URL, so messages of one pytest
     process never reach the workers (and database) of another.
     """
-    db = 1 + int(worker.removeprefix("gw") or 0)
+    # BACKSTOP_TEST_REDIS_DB lets two test runs share one Redis without meeting.
+    db = int(os.environ.get("BACKSTOP_TEST_REDIS_DB", "1")) + int(worker.removeprefix("gw") or 0)
     url = redis_db_url(settings.REDIS_URL, db)
     settings.REDIS_URL = url
     settings.CACHES["default"]["LOCATION"] = url

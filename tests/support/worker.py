@@ -16,11 +16,12 @@ from celery import current_app
 from django.conf import settings
 from django.db import connection
 
+from tests.support.timings import TEST_TIMINGS
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # Handler modules of the tests, imported by every worker the tests start.
-TEST_HANDLER_MODULES = "tests.eventstore.counter"
+TEST_HANDLER_MODULES = "tests.eventstore.counter,tests.resilience.handlers"
 
 
 @dataclass
@@ -54,10 +55,9 @@ def worker_env(**extra: str) -> dict[str, str]:
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         EVENTSTORE_EXTRA_HANDLER_MODULES=TEST_HANDLER_MODULES,
         PYTHONPATH=str(ROOT),
-        # Small timing knobs: tests poll for outcomes, they shouldn't wait on grace periods.
-        OUTBOX_SWEEP_GRACE_SECONDS="0",
-        **extra,
+        **{name: str(value) for name, value in TEST_TIMINGS.items()},
     )
+    env.update(extra)
     return env
 
 
@@ -68,10 +68,25 @@ def start_worker(
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log = tmp_dir / f"{name}.log"
     command = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
-        "--hostname", name, "--pool", pool, "--concurrency", str(concurrency),
-        "--queues", "default,handlers,maintenance", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        name,
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        "default,handlers,maintenance",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=ROOT, env=worker_env(**env), stdout=out, stderr=subprocess.STDOUT

@@ -1,0 +1,104 @@
+"""Escalation: rules by severity, kind and count-in-window decide who hears of dead letters."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import sentry_sdk
+from django.conf import settings
+from django.core.mail import mail_admins
+from django.utils import timezone
+
+from apps.resilience.models import DeadLetter, Escalation
+from apps.resilience.taxonomy import Severity
+
+logger = logging.getLogger(__name__)
+
+
+def report_to_sentry(exc: BaseException, letter: DeadLetter) -> None:
+    """Tell Sentry (when configured) of a final failure, grouped like the console groups it."""
+    with sentry_sdk.new_scope() as scope:
+        scope.fingerprint = ["backstop-dead-letter", letter.fingerprint]
+        scope.set_tag("handler", letter.handler)
+        scope.set_tag("error_kind", letter.kind)
+        scope.set_context("dead_letter", {"id": letter.pk, "event_id": str(letter.event_id)})
+        sentry_sdk.capture_exception(exc)
+
+
+def escalate(letter: DeadLetter) -> Escalation | None:
+    """Apply the first matching rule of ``ESCALATION_RULES`` to a new dead letter.
+
+    A group (fingerprint) is escalated once per rule and window until acknowledged.
+    """
+    now = timezone.now()
+    for rule in settings.ESCALATION_RULES:
+        if not _applies(rule, letter):
+            continue
+        since = now - timedelta(seconds=rule["window_seconds"])
+        count = DeadLetter.objects.filter(
+            fingerprint=letter.fingerprint, last_failed_at__gte=since
+        ).count()
+        if count < rule["count"]:
+            continue
+        if Escalation.objects.filter(
+            fingerprint=letter.fingerprint,
+            rule=rule["name"],
+            acknowledged_at__isnull=True,
+            created_at__gte=since,
+        ).exists():
+            return None
+        escalation = Escalation.objects.create(
+            rule=rule["name"],
+            dead_letter=letter,
+            fingerprint=letter.fingerprint,
+            kind=letter.kind,
+            severity=letter.severity,
+            count=count,
+            channels=list(settings.ESCALATION_CHANNELS),
+        )
+        _notify(escalation, letter)
+        return escalation
+    return None
+
+
+def _applies(rule: dict[str, Any], letter: DeadLetter) -> bool:
+    if Severity(letter.severity).rank < Severity(rule["min_severity"]).rank:
+        return False
+    return not rule.get("kinds") or letter.kind in rule["kinds"]
+
+
+def _notify(escalation: Escalation, letter: DeadLetter) -> None:
+    subject = (
+        f"[Backstop] {letter.severity} {letter.kind} in {letter.handler} ({escalation.count}x)"
+    )
+    body = f"{letter.exception_type}: {letter.message}\n\n#{letter.pk} ({escalation.rule})."
+    for channel in escalation.channels:
+        try:
+            _send(channel, subject, body, letter)
+        except Exception:  # one channel failing must not hide the escalation from the others
+            logger.exception("escalation channel %s failed", channel)
+
+
+def _send(channel: str, subject: str, body: str, letter: DeadLetter) -> None:
+    if channel == "log":
+        logger.error("ESCALATION %s — %s", subject, body)
+    elif channel == "mail_admins":
+        mail_admins(subject, body, fail_silently=False)
+    elif channel == "webhook" and settings.ESCALATION_WEBHOOK_URL:
+        payload = {"subject": subject, "dead_letter": letter.pk, "kind": letter.kind}
+        httpx.post(settings.ESCALATION_WEBHOOK_URL, json=payload, timeout=5).raise_for_status()
+    # "sentry": every dead letter already went to Sentry when it was written.
+
+
+def acknowledge(escalation_id: int, *, actor: Any, notes: str = "") -> Escalation:
+    """Record that an operator has seen the escalation."""
+    escalation = Escalation.objects.get(pk=escalation_id)
+    if escalation.acknowledged_at is None:
+        escalation.acknowledged_at = timezone.now()
+        escalation.acknowledged_by = actor
+        escalation.notes = notes
+        escalation.save(update_fields=["acknowledged_at", "acknowledged_by", "notes"])
+    return escalation

@@ -1,0 +1,109 @@
+"""Ordered handlers: later events of a stream wait behind its open dead letter, then go in order."""
+
+from __future__ import annotations
+
+from celery import current_app
+from django.db import transaction
+from django.utils import timezone
+
+from apps.eventstore.registry import RecordedEvent
+from apps.eventstore.subscriptions import Subscription
+from apps.resilience.models import DeadLetter, ParkedMessage
+
+OPEN = (DeadLetter.Status.PENDING, DeadLetter.Status.RETRYING)
+
+
+def blocker(handler: str, recorded: RecordedEvent) -> DeadLetter | None:
+    """Return the dead letter that holds ``recorded`` back from ``handler``, if any.
+
+    An event is held back by an open dead letter of an earlier version of its stream, or by
+    an earlier version that is itself still parked.
+    """
+    earlier = {"handler": handler, "stream_id": recorded.stream_id}
+    letter = (
+        DeadLetter.objects.filter(**earlier, event_version__lt=recorded.version, status__in=OPEN)
+        .order_by("event_version")
+        .first()
+    )
+    if letter is not None:
+        return letter
+    parked = (
+        ParkedMessage.objects.filter(**earlier, version__lt=recorded.version, status="pending")
+        .select_related("blocked_by")
+        .order_by("version")
+        .first()
+    )
+    return parked.blocked_by if parked else None
+
+
+def park(handler: str, recorded: RecordedEvent, blocked_by: DeadLetter) -> ParkedMessage:
+    """Hold ``recorded`` back from ``handler`` until ``blocked_by`` is closed."""
+    parked, _ = ParkedMessage.objects.update_or_create(
+        handler=handler,
+        event_id=recorded.event_id,
+        defaults={
+            "stream_id": recorded.stream_id,
+            "version": recorded.version,
+            "blocked_by": blocked_by,
+            "status": ParkedMessage.Status.PENDING,
+            "reason": f"blocked by dead letter {blocked_by.pk}",
+            "released_at": None,
+        },
+    )
+    return parked
+
+
+def has_parked(handler: str, stream_id: object) -> bool:
+    return ParkedMessage.objects.filter(
+        handler=handler, stream_id=stream_id, status="pending"
+    ).exists()
+
+
+def release_next(handler: str, stream_id: object) -> ParkedMessage | None:
+    """Send the earliest parked event of the stream back to ``handler``, if nothing blocks it.
+
+    Each release is followed, when that event succeeds, by the next one, so a stream's
+    parked events reach the handler one at a time in version order.
+    """
+    if stream_id is None:
+        return None
+    with transaction.atomic():
+        parked = (
+            ParkedMessage.objects.select_for_update(skip_locked=True)
+            .filter(handler=handler, stream_id=stream_id, status="pending")
+            .order_by("version")
+            .first()
+        )
+        if (
+            parked is None
+            or DeadLetter.objects.filter(
+                handler=handler,
+                stream_id=stream_id,
+                event_version__lt=parked.version,
+                status__in=OPEN,
+            ).exists()
+        ):
+            return None
+        parked.status = ParkedMessage.Status.RELEASED
+        parked.released_at = timezone.now()
+        parked.save(update_fields=["status", "released_at"])
+        transaction.on_commit(lambda: _enqueue(parked))
+    return parked
+
+
+def _enqueue(parked: ParkedMessage) -> None:
+    current_app.send_task(
+        "backstop.deliver",
+        args=(parked.handler, str(parked.event_id)),
+        queue=_queue(parked.handler),
+    )
+
+
+def _queue(handler: str) -> str:
+    from apps.eventstore.subscriptions import subscription
+
+    try:
+        sub: Subscription = subscription(handler)
+    except KeyError:
+        return "handlers"
+    return sub.queue
