@@ -56,6 +56,6 @@ def dead_letter(handler: str, recorded: RecordedEvent) -> DeadLetter:
 
 
 @pytest.fixture
-def job(celery_worker) -> Callable[..., RecordedEvent]:  # noqa: ANN001
+def job(celery_worker) -> Callable[..., RecordedEvent]:
     """Request jobs handled by the session's real worker."""
     return request_job

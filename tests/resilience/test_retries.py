@@ -14,7 +14,7 @@ SCALE = TEST_TIMINGS["RESILIENCE_DELAY_SCALE"]
 DONE = (Delivery.Status.SUCCEEDED, Delivery.Status.DEAD_LETTERED)
 
 
-def test_a_transient_failure_is_retried_with_growing_jittered_backoff_then_succeeds(job) -> None:  # noqa: ANN001
+def test_a_transient_failure_is_retried_with_growing_jittered_backoff_then_succeeds(job) -> None:
     script("flaky", "transient", "db", "transient")
     recorded = job("flaky")
 
@@ -30,7 +30,7 @@ def test_a_transient_failure_is_retried_with_growing_jittered_backoff_then_succe
     assert effects("test.scripted", "flaky") == 1
 
 
-def test_transient_failures_exhaust_five_attempts_then_dead_letter_with_high_severity(job) -> None:  # noqa: ANN001
+def test_transient_failures_exhaust_five_attempts_then_dead_letter_with_high_severity(job) -> None:
     script("down", *["transient"] * 5)
     recorded = job("down")
 
@@ -49,7 +49,7 @@ def test_transient_failures_exhaust_five_attempts_then_dead_letter_with_high_sev
     assert effects("test.scripted", "down") == 0
 
 
-def test_a_timeout_backs_off_linearly_for_three_attempts(job) -> None:  # noqa: ANN001
+def test_a_timeout_backs_off_linearly_for_three_attempts(job) -> None:
     script("slow", "timeout", "timeout", "timeout")
     recorded = job("slow")
 
@@ -64,7 +64,7 @@ def test_a_timeout_backs_off_linearly_for_three_attempts(job) -> None:  # noqa: 
 
 
 @pytest.mark.parametrize("kind", ["validation", "business_rule", "not_found"])
-def test_a_non_retryable_kind_is_dead_lettered_at_once(job, kind: str) -> None:  # noqa: ANN001
+def test_a_non_retryable_kind_is_dead_lettered_at_once(job, kind: str) -> None:
     script(f"bad-{kind}", kind)
     recorded = job(f"bad-{kind}")
 
@@ -78,7 +78,7 @@ def test_a_non_retryable_kind_is_dead_lettered_at_once(job, kind: str) -> None: 
     assert letter.next_retry_at is None
 
 
-def test_an_unknown_exception_is_a_critical_system_dead_letter_and_escalates_at_once(job) -> None:  # noqa: ANN001
+def test_an_unknown_exception_is_a_critical_system_dead_letter_and_escalates_at_once(job) -> None:
     script("buggy", "system")
     recorded = job("buggy")
 
@@ -93,7 +93,7 @@ def test_an_unknown_exception_is_a_critical_system_dead_letter_and_escalates_at_
     assert [e.rule for e in letter.escalations.all()] == ["critical at once"]
 
 
-def test_unavailable_defers_without_spending_attempts(job) -> None:  # noqa: ANN001
+def test_unavailable_defers_without_spending_attempts(job) -> None:
     script("held", "unavailable", "unavailable", "unavailable", "transient")
     recorded = job("held")
 
@@ -107,7 +107,7 @@ def test_unavailable_defers_without_spending_attempts(job) -> None:  # noqa: ANN
     assert all(0 < a.countdown <= 0.25 for a in log[:3])  # until the dependency's retry_at
 
 
-def test_a_handler_may_override_the_policy_of_a_kind(job) -> None:  # noqa: ANN001
+def test_a_handler_may_override_the_policy_of_a_kind(job) -> None:
     script("overridden:o1", "transient", "transient")
     recorded = job("o1")
 
@@ -120,7 +120,7 @@ def test_a_handler_may_override_the_policy_of_a_kind(job) -> None:  # noqa: ANN0
     ]
 
 
-def test_a_handler_past_its_soft_time_limit_fails_as_a_timeout(job) -> None:  # noqa: ANN001
+def test_a_handler_past_its_soft_time_limit_fails_as_a_timeout(job) -> None:
     script("overridden:o2", "hang")
     recorded = job("o2")
 
