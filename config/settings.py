@@ -259,12 +259,16 @@ LOGGING = {
 SENTRY_DSN = env_str("SENTRY_DSN")
 if SENTRY_DSN:
     import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
 
     sentry_sdk.init(
         dsn=SENTRY_DSN,
         environment=env_str("SENTRY_ENVIRONMENT", "production"),
         traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0),
         send_default_pii=False,
+        # Sentry hears of final failures (dead letters) only, reported by the runtime with
+        # the console's fingerprint; error log lines stay breadcrumbs, not extra events.
+        integrations=[LoggingIntegration(event_level=None)],
     )
 
 # Extra modules whose @handles subscriptions are loaded at start-up (plugins, test handlers).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -13,6 +13,7 @@ from apps.eventstore.store import CommandContext
 from apps.resilience.models import Attempt, DeadLetter, Delivery
 from tests.resilience.handlers import JobRequested
 from tests.support.waiting import wait_until
+from tests.support.worker import WorkerProcess, settle
 
 
 def request_job(
@@ -56,6 +57,7 @@ def dead_letter(handler: str, recorded: RecordedEvent) -> DeadLetter:
 
 
 @pytest.fixture
-def job(celery_worker) -> Callable[..., RecordedEvent]:
-    """Request jobs handled by the session's real worker."""
-    return request_job
+def job(celery_worker: WorkerProcess) -> Iterator[Callable[..., RecordedEvent]]:
+    """Request jobs handled by the session's real worker; let it settle afterwards."""
+    yield request_job
+    settle()

@@ -176,3 +176,9 @@ def http_call(recorded: RecordedEvent) -> None:
         response = httpx.post(job.url, json={"name": job.name}, timeout=2.0)
         response.raise_for_status()
     record_effect("test.http-call", recorded)
+
+
+@handles(JobRequested, name="test.sentry-probe", queue="sentry-probe")
+def sentry_probe(recorded: RecordedEvent) -> None:
+    """On a queue of its own, so only the worker a test starts with SENTRY_DSN runs it."""
+    perform(next_step(f"sentry:{recorded.payload.name}"), recorded)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from celery import current_app
 from django.conf import settings
 from django.db import connection
@@ -62,7 +63,12 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 def start_worker(
-    tmp_dir: Path, *, concurrency: int = 2, pool: str = "prefork", **env: str
+    tmp_dir: Path,
+    *,
+    concurrency: int = 2,
+    pool: str = "prefork",
+    queues: str = "default,handlers,maintenance",
+    **env: str,
 ) -> WorkerProcess:
     """Start a worker on every queue and return once it answers a ping."""
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
@@ -83,7 +89,7 @@ def start_worker(
         "--concurrency",
         str(concurrency),
         "--queues",
-        "default,handlers,maintenance",
+        queues,
         "--without-gossip",
         "--without-mingle",
     ]
@@ -115,3 +121,30 @@ def celery_worker(
         worker = start_worker(tmp_path_factory.mktemp("worker"))
     yield worker
     worker.stop()
+
+
+def settle(timeout: float = 20.0) -> None:
+    """Let the worker finish what a test started, so nothing runs into the next test.
+
+    Waits for the broker's queues and its unacknowledged (running or countdown) messages to
+    empty; whatever is still pending then (a job deferred behind a forced-open breaker) is
+    revoked by its stable task id and its queued copies are dropped.
+    """
+    from apps.eventstore.relay import delivery_task_id
+    from apps.resilience.models import Delivery
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+    def quiet() -> bool:
+        queued = sum(client.llen(q) for q in ("handlers", "default", "maintenance"))
+        return queued == 0 and client.hlen("unacked") == 0
+
+    try:
+        wait_until(quiet, timeout=timeout, message="the worker to settle")
+    except AssertionError:
+        pending = Delivery.objects.exclude(status__in=["succeeded", "dead_lettered", "parked"])
+        ids = [delivery_task_id(d.handler, d.event_id) for d in pending]
+        if ids:
+            current_app.control.revoke(ids)
+        for queue in ("handlers", "default", "maintenance"):
+            client.delete(queue)
