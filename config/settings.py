@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "apps.eventstore",
     "apps.resilience",
+    "apps.todos",
     "apps.console",
 ]
 
@@ -198,8 +199,21 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["apps.resilience.http.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "apps.resilience.http.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_USER_RATE", "1200/min"),
+        "anon": env_str("API_ANON_RATE", "60/min"),
+    },
 }
+# The largest request body the API parses (a bulk of 1,000 todos fits).
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 12 * 1024 * 1024)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Backstop API",
     "DESCRIPTION": "An event-sourced to-do back end where no event is lost.",

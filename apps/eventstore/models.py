@@ -94,3 +94,20 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"snapshot {self.stream_type}/{self.stream_id} v{self.version}"
+
+
+class ProjectionState(models.Model):
+    """A projection's live generation of rows, its checkpoint, and any rebuild under way."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    generation = models.PositiveIntegerField(default=1)
+    position = models.BigIntegerField(default=0, help_text="highest log position applied")
+    rebuilding = models.PositiveIntegerField(
+        null=True, blank=True, help_text="generation being built"
+    )
+    rebuild_started_at = models.DateTimeField(null=True, blank=True)
+    rebuilt_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"projection {self.name} (generation {self.generation}, at #{self.position})"

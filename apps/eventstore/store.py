@@ -68,7 +68,7 @@ def append(
     if not events:
         return []
     with transaction.atomic():
-        _take_append_lock()
+        take_append_lock()
         actual = _current_version(stream_id)
         if actual != expected_version:
             raise ConcurrencyConflict(stream_id, expected_version, actual)
@@ -79,7 +79,7 @@ def append(
     return [to_recorded(row) for row in rows]
 
 
-def _take_append_lock() -> None:
+def take_append_lock() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK_KEY])

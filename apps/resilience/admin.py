@@ -49,9 +49,16 @@ class ParkedInline(ReadOnlyMixin, admin.TabularInline):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
-        "id", "handler", "kind", "severity", "status", "event_type", "attempts",
-        "last_failed_at", "fingerprint",
-    ]  # fmt: skip
+        "id",
+        "handler",
+        "kind",
+        "severity",
+        "status",
+        "event_type",
+        "attempts",
+        "last_failed_at",
+        "fingerprint",
+    ]
     list_filter = ["status", "kind", "severity", "handler", "last_failed_at"]
     search_fields = ["=fingerprint", "=event_id", "=stream_id", "message", "exception_type"]
     readonly_fields = [f.name for f in DeadLetter._meta.fields]
@@ -109,10 +116,14 @@ class DeadLetterAdmin(ReadOnlyMixin, admin.ModelAdmin):
             )
             return None
         context = {
-            **self.admin_site.each_context(request), "title": f"{verb.capitalize()} dead letters",
-            "verb": verb, "queryset": queryset, "action": f"{verb}_selected",
-            "missing_notes": "apply" in request.POST, "opts": self.model._meta,
-        }  # fmt: skip
+            **self.admin_site.each_context(request),
+            "title": f"{verb.capitalize()} dead letters",
+            "verb": verb,
+            "queryset": queryset,
+            "action": f"{verb}_selected",
+            "missing_notes": "apply" in request.POST,
+            "opts": self.model._meta,
+        }
         return TemplateResponse(request, "admin/resilience/notes_action.html", context)
 
     def _apply(

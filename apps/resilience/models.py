@@ -261,3 +261,25 @@ class Escalation(models.Model):
 
     def __str__(self) -> str:
         return f"escalation ({self.rule}) of {self.fingerprint}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a request sent with an ``Idempotency-Key``, replayed for 24 h."""
+
+    user_id = models.IntegerField()
+    scope = models.CharField(max_length=100)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(default=0)
+    body = models.JSONField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id", "scope", "key"], name="idempotency_key_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key} of user {self.user_id}"

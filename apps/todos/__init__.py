@@ -1,0 +1,1 @@
+"""Todos: the core domain. Event-sourced on the write side, served from read models."""

@@ -1,0 +1,119 @@
+"""The Todo aggregate: it checks every rule before it records an event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from apps.eventstore.aggregates import Aggregate, applies
+from apps.resilience.taxonomy import BusinessRuleViolation
+from apps.todos import fields
+from apps.todos.events import (
+    TodoCompleted,
+    TodoCreated,
+    TodoDeleted,
+    TodoReopened,
+    TodoRestored,
+    TodoUpdated,
+)
+
+OPEN, COMPLETED, DELETED = "open", "completed", "deleted"
+
+
+class Todo(Aggregate):
+    stream_type = "todo"
+
+    def __init__(self, stream_id: uuid.UUID) -> None:
+        super().__init__(stream_id)
+        self.owner_id = 0
+        self.title = ""
+        self.description = ""
+        self.priority = "medium"
+        self.due_at: datetime | None = None
+        self.tags: list[str] = []
+        self.status = OPEN
+        self.status_before_delete = OPEN
+        self.completed_at: datetime | None = None
+        self.deleted_at: datetime | None = None
+
+    # -- commands ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, *, owner_id: int, todo_id: uuid.UUID | None = None, **values: Any) -> Todo:
+        """Return a new todo; ``title`` is required, the other fields optional."""
+        if "title" not in values:
+            raise fields.InvalidTodo({"title": ["This field is required."]})
+        todo = cls(todo_id or uuid.uuid4())
+        todo.record(TodoCreated(owner_id=owner_id, **fields.clean(values)))
+        return todo
+
+    def update(self, **values: Any) -> None:
+        """Change the given fields; fields that keep their value are not recorded."""
+        self._refuse_if(self.status == DELETED, "a deleted todo can't be changed; restore it first")
+        cleaned = fields.clean(values)
+        changes = {name: value for name, value in cleaned.items() if getattr(self, name) != value}
+        if changes:
+            self.record(TodoUpdated(changes=_jsonable(changes)))
+
+    def complete(self) -> None:
+        self._refuse_if(self.status == COMPLETED, "the todo is already completed")
+        self._refuse_if(self.status == DELETED, "a deleted todo can't be completed")
+        self.record(TodoCompleted(completed_at=timezone.now()))
+
+    def reopen(self) -> None:
+        self._refuse_if(self.status == OPEN, "the todo is already open")
+        self._refuse_if(
+            self.status == DELETED, "a deleted todo can't be reopened; restore it first"
+        )
+        self.record(TodoReopened())
+
+    def delete(self) -> None:
+        self._refuse_if(self.status == DELETED, "the todo is already deleted")
+        self.record(TodoDeleted(deleted_at=timezone.now()))
+
+    def restore(self) -> None:
+        self._refuse_if(self.status != DELETED, "only a deleted todo can be restored")
+        self.record(TodoRestored())
+
+    @staticmethod
+    def _refuse_if(broken: bool, message: str) -> None:
+        if broken:
+            raise BusinessRuleViolation(message)
+
+    # -- state ---------------------------------------------------------------------------
+    @applies(TodoCreated)
+    def _created(self, event: TodoCreated) -> None:
+        self.owner_id = event.owner_id
+        self.title, self.description, self.priority = event.title, event.description, event.priority
+        self.due_at, self.tags = event.due_at, list(event.tags)
+
+    @applies(TodoUpdated)
+    def _updated(self, event: TodoUpdated) -> None:
+        for name, value in fields.from_json(event.changes).items():
+            setattr(self, name, value)
+
+    @applies(TodoCompleted)
+    def _completed(self, event: TodoCompleted) -> None:
+        self.status, self.completed_at = COMPLETED, event.completed_at
+
+    @applies(TodoReopened)
+    def _reopened(self, event: TodoReopened) -> None:
+        self.status, self.completed_at = OPEN, None
+
+    @applies(TodoDeleted)
+    def _deleted(self, event: TodoDeleted) -> None:
+        self.status_before_delete, self.status, self.deleted_at = (
+            self.status,
+            DELETED,
+            event.deleted_at,
+        )
+
+    @applies(TodoRestored)
+    def _restored(self, event: TodoRestored) -> None:
+        self.status, self.deleted_at = self.status_before_delete, None
+
+
+def _jsonable(changes: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in changes.items()}

@@ -1,0 +1,52 @@
+"""The list filters of GET /api/v1/todos/."""
+
+from __future__ import annotations
+
+import django_filters
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from apps.todos.fields import PRIORITIES
+from apps.todos.models import TodoView
+
+
+class TodoFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(
+        choices=[(s, s) for s in ("open", "completed", "deleted")], method="filter_status"
+    )
+    priority = django_filters.ChoiceFilter(choices=[(p, p) for p in PRIORITIES])
+    tag = django_filters.CharFilter(method="filter_tag", max_length=40)
+    due_before = django_filters.IsoDateTimeFilter(field_name="due_at", lookup_expr="lt")
+    due_after = django_filters.IsoDateTimeFilter(field_name="due_at", lookup_expr="gte")
+    overdue = django_filters.BooleanFilter(method="filter_overdue")
+    search = django_filters.CharFilter(method="filter_search", max_length=200)
+
+    class Meta:
+        model = TodoView
+        fields: list[str] = []
+
+    def filter_queryset(self, queryset: QuerySet[TodoView]) -> QuerySet[TodoView]:
+        if not self.form.cleaned_data.get("status"):
+            queryset = queryset.exclude(status="deleted")  # deleted todos only on request
+        return super().filter_queryset(queryset)
+
+    def filter_status(
+        self, queryset: QuerySet[TodoView], name: str, value: str
+    ) -> QuerySet[TodoView]:
+        return queryset.filter(status=value)
+
+    def filter_tag(self, queryset: QuerySet[TodoView], name: str, value: str) -> QuerySet[TodoView]:
+        return queryset.filter(tags_text__contains=f"|{value.strip().lower()}|")
+
+    def filter_overdue(
+        self, queryset: QuerySet[TodoView], name: str, value: bool
+    ) -> QuerySet[TodoView]:
+        overdue = Q(status="open", due_at__lt=timezone.now())
+        return queryset.filter(overdue) if value else queryset.exclude(overdue)
+
+    def filter_search(
+        self, queryset: QuerySet[TodoView], name: str, value: str
+    ) -> QuerySet[TodoView]:
+        for word in value.lower().split():
+            queryset = queryset.filter(search_text__contains=word)
+        return queryset

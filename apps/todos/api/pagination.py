@@ -1,0 +1,131 @@
+"""Keyset ("cursor") pagination: stable under inserts, in any of the list's orderings.
+
+A page ends at a row; the cursor names that row's sort value and id, and the next page
+starts strictly after it, so a todo created meanwhile can't shift or repeat a page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db.models import DateTimeField, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
+from rest_framework import serializers
+from rest_framework.pagination import BasePagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+
+# ordering name -> (model field, how a missing value sorts)
+ORDERINGS = {
+    "due_at": "sort_due",
+    "created_at": "created_at",
+    "priority": "priority_rank",
+    "title": "title",
+}
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+class KeysetPagination(BasePagination):
+    default_ordering = "-created_at"
+    page_size = 50
+    max_page_size = 200
+
+    def paginate_queryset(
+        self, queryset: QuerySet, request: Request, view: Any = None
+    ) -> list[Any]:
+        self.request = request
+        self.ordering = request.query_params.get("ordering", self.default_ordering)
+        descending, key = self._parse_ordering(self.ordering)
+        size = self._page_size(request)
+        queryset = queryset.annotate(
+            sort_due=Coalesce("due_at", Value(NEVER, output_field=DateTimeField()))
+        )
+        after = self._decode(request.query_params.get("cursor"))
+        if after is not None:
+            value, last_id = after
+            beyond = "lt" if descending else "gt"
+            queryset = queryset.filter(
+                Q(**{f"{key}__{beyond}": value}) | Q(**{key: value, f"id__{beyond}": last_id})
+            )
+        order = [f"-{key}", "-id"] if descending else [key, "id"]
+        rows = list(queryset.order_by(*order)[: size + 1])
+        self.has_next = len(rows) > size
+        self.page = rows[:size]
+        self.key = key
+        return self.page
+
+    def get_paginated_response(self, data: list[Any]) -> Response:
+        return Response({"next": self._next_link(), "ordering": self.ordering, "results": data})
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "next": {"type": "string", "nullable": True, "format": "uri"},
+                "ordering": {"type": "string"},
+                "results": schema,
+            },
+        }
+
+    def _parse_ordering(self, ordering: str) -> tuple[bool, str]:
+        name = ordering.removeprefix("-")
+        if name not in ORDERINGS:
+            raise serializers.ValidationError(
+                {
+                    "ordering": [
+                        f"Must be one of {', '.join(ORDERINGS)}, optionally prefixed with '-'."
+                    ]
+                }
+            )
+        return ordering.startswith("-"), ORDERINGS[name]
+
+    def _page_size(self, request: Request) -> int:
+        raw = request.query_params.get("page_size")
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise serializers.ValidationError(
+                {"page_size": [f"Must be from 1 to {self.max_page_size}."]}
+            )
+        return int(raw)
+
+    def _next_link(self) -> str | None:
+        if not self.has_next:
+            return None
+        last = self.page[-1]
+        value = getattr(last, self.key)
+        token = {
+            "v": value.isoformat() if isinstance(value, datetime) else value,
+            "id": last.id,
+            "o": self.ordering,
+        }
+        cursor = base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+        return replace_query_param(self.request.build_absolute_uri(), "cursor", cursor)
+
+    def _decode(self, cursor: str | None) -> tuple[Any, int] | None:
+        if not cursor:
+            return None
+        try:
+            token = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            value, last_id, ordering = token["v"], int(token["id"]), token["o"]
+            if ordering != self.ordering:
+                raise ValueError("cursor belongs to another ordering")
+            if self.ordering.removeprefix("-") in ("due_at", "created_at"):
+                value = datetime.fromisoformat(value)
+            return value, last_id
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            binascii.Error,
+            json.JSONDecodeError,
+            AttributeError,
+        ):
+            raise serializers.ValidationError(
+                {"cursor": ["Invalid cursor; start again without one."]}
+            ) from None

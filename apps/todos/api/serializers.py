@@ -1,0 +1,120 @@
+"""Input and output shapes of the todos API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+from rest_framework import serializers
+
+from apps.todos import fields
+
+
+def _encodable(value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise serializers.ValidationError(
+            "Contains characters that can't be stored (lone surrogates)."
+        ) from None
+
+
+class TextField(serializers.CharField):
+    """A CharField that also refuses text PostgreSQL can't store (NUL is refused by DRF)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators.append(_encodable)
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """A date and time that must say its time zone: a naive one is ambiguous."""
+
+    default_error_messages = {"naive": "Include a time zone, e.g. 2026-01-31T09:00:00Z or +02:00."}
+
+    def to_internal_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("naive")
+        return super().to_internal_value(value)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it doesn't know, instead of silently dropping them."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(self.initial_data, dict):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return attrs
+
+
+class TodoInputSerializer(StrictSerializer):
+    title = TextField(max_length=fields.TITLE_MAX)
+    description = TextField(
+        max_length=fields.DESCRIPTION_MAX, allow_blank=True, trim_whitespace=False, required=False
+    )
+    priority = serializers.ChoiceField(choices=fields.PRIORITIES, required=False)
+    due_at = AwareDateTimeField(allow_null=True, required=False)
+    tags = serializers.ListField(
+        child=TextField(max_length=fields.TAG_MAX), max_length=fields.TAGS_MAX, required=False
+    )
+
+
+class TodoOutputSerializer(serializers.Serializer):
+    """A todo: from the read model (lists, detail) or the write side (command responses)."""
+
+    id = serializers.UUIDField()
+    version = serializers.IntegerField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    priority = serializers.CharField()
+    due_at = serializers.DateTimeField(allow_null=True)
+    tags = serializers.ListField(child=serializers.CharField())
+    status = serializers.CharField()
+    is_overdue = serializers.BooleanField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    deleted_at = serializers.DateTimeField(allow_null=True)
+
+
+class TodoViewSerializer(TodoOutputSerializer):
+    id = serializers.UUIDField(source="todo_id")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class EventSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    type = serializers.CharField()
+    version = serializers.IntegerField()
+    position = serializers.IntegerField()
+    occurred_at = serializers.DateTimeField(source="metadata.occurred_at")
+    actor_id = serializers.CharField(source="metadata.actor_id", allow_null=True)
+    correlation_id = serializers.UUIDField(source="metadata.correlation_id")
+    causation_id = serializers.UUIDField(source="metadata.causation_id", allow_null=True)
+    data = serializers.SerializerMethodField()
+
+    def get_data(self, recorded: Any) -> dict[str, Any]:
+        return recorded.payload.model_dump(mode="json")
+
+
+class StatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    open = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    deleted = serializers.IntegerField()
+    overdue = serializers.IntegerField()
+    completion_rate = serializers.FloatField()
+    by_priority = serializers.DictField(child=serializers.IntegerField())
+
+
+class BulkInputSerializer(StrictSerializer):
+    MAX_ITEMS = 1000
+
+    mode = serializers.ChoiceField(choices=["atomic", "partial"], default="atomic")
+    items = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=MAX_ITEMS)

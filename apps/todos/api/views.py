@@ -1,0 +1,250 @@
+"""The todos API: each action parses, calls one service or selector, and renders."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+from django.utils import timezone
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.eventstore.store import CommandContext
+from apps.resilience import idempotency
+from apps.todos import selectors, services
+from apps.todos.api.filters import TodoFilter
+from apps.todos.api.pagination import KeysetPagination
+from apps.todos.api.serializers import (
+    BulkInputSerializer,
+    EventSerializer,
+    StatsSerializer,
+    TodoInputSerializer,
+    TodoOutputSerializer,
+    TodoViewSerializer,
+)
+from apps.todos.services import TodoState
+
+IF_MATCH = OpenApiParameter(
+    "If-Match", str, OpenApiParameter.HEADER, description="the version you read"
+)
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key", str, OpenApiParameter.HEADER, description="repeat-safe key, kept 24 h"
+)
+
+
+def context_of(request: Request) -> CommandContext:
+    """Return the command context of an API request (actor and request id)."""
+    request_id = request.headers.get("X-Request-ID", "")[:100] or uuid.uuid4().hex
+    return CommandContext(actor_id=str(request.user.pk), request_id=request_id)
+
+
+def expected_version(request: Request) -> int | None:
+    """Return the version pinned by ``If-Match`` (``"3"``, ``W/"3"`` or ``3``), if any."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit() or int(value) < 1:
+        raise serializers.ValidationError({"If-Match": ['Must be a version number, e.g. "3".']})
+    return int(value)
+
+
+def state_response(state: TodoState, code: int = status.HTTP_200_OK) -> Response:
+    data = TodoOutputSerializer(_with_overdue(state)).data
+    return Response(data, status=code, headers={"ETag": f'"{state.version}"'})
+
+
+def _with_overdue(state: TodoState) -> dict[str, Any]:
+    overdue = state.status == "open" and state.due_at is not None and state.due_at < timezone.now()
+    return {**state.as_dict(), "is_overdue": overdue}
+
+
+class TodoViewSet(viewsets.GenericViewSet):
+    """Todos of the signed-in user. Another user's todo is always "not found"."""
+
+    lookup_field = "todo_id"
+    lookup_value_converter = "uuid"
+    serializer_class = TodoViewSerializer
+    pagination_class = KeysetPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = TodoFilter
+
+    def get_queryset(self) -> Any:
+        return selectors.todos_of(self.request.user.pk)
+
+    @extend_schema(responses=TodoViewSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(TodoViewSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=TodoInputSerializer,
+        responses={201: TodoOutputSerializer},
+        parameters=[IDEMPOTENCY_KEY],
+    )
+    def create(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return state_response(self._create(request), status.HTTP_201_CREATED)
+        if not 1 <= len(key) <= 255:
+            raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
+        outcome = idempotency.run_once(
+            user_id=request.user.pk,
+            scope="todos.create",
+            key=key,
+            digest=idempotency.request_hash(request.data),
+            command=lambda: (201, TodoOutputSerializer(_with_overdue(self._create(request))).data),
+        )
+        headers = {
+            "ETag": f'"{outcome.body["version"]}"',
+            "Idempotent-Replayed": str(outcome.replayed).lower(),
+        }
+        return Response(outcome.body, status=outcome.status, headers=headers)
+
+    def _create(self, request: Request) -> TodoState:
+        data = TodoInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return services.create_todo(
+            owner_id=request.user.pk, context=context_of(request), **data.validated_data
+        )
+
+    @extend_schema(responses=TodoViewSerializer)
+    def retrieve(self, request: Request, todo_id: uuid.UUID) -> Response:
+        view = selectors.todo_of(request.user.pk, todo_id)
+        return Response(TodoViewSerializer(view).data, headers={"ETag": f'"{view.version}"'})
+
+    @extend_schema(
+        request=TodoInputSerializer, responses=TodoOutputSerializer, parameters=[IF_MATCH]
+    )
+    def partial_update(self, request: Request, todo_id: uuid.UUID) -> Response:
+        data = TodoInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        state = services.update_todo(
+            owner_id=request.user.pk,
+            todo_id=todo_id,
+            context=context_of(request),
+            expected_version=expected_version(request),
+            **data.validated_data,
+        )
+        return state_response(state)
+
+    @extend_schema(request=None, responses=TodoOutputSerializer, parameters=[IF_MATCH])
+    def destroy(self, request: Request, todo_id: uuid.UUID) -> Response:
+        return self._command(request, todo_id, services.delete_todo)
+
+    @extend_schema(request=None, responses=TodoOutputSerializer, parameters=[IF_MATCH])
+    @action(detail=True, methods=["post"])
+    def complete(self, request: Request, todo_id: uuid.UUID) -> Response:
+        return self._command(request, todo_id, services.complete_todo)
+
+    @extend_schema(request=None, responses=TodoOutputSerializer, parameters=[IF_MATCH])
+    @action(detail=True, methods=["post"])
+    def reopen(self, request: Request, todo_id: uuid.UUID) -> Response:
+        return self._command(request, todo_id, services.reopen_todo)
+
+    @extend_schema(request=None, responses=TodoOutputSerializer, parameters=[IF_MATCH])
+    @action(detail=True, methods=["post"])
+    def restore(self, request: Request, todo_id: uuid.UUID) -> Response:
+        return self._command(request, todo_id, services.restore_todo)
+
+    def _command(self, request: Request, todo_id: uuid.UUID, service: Any) -> Response:
+        state = service(
+            owner_id=request.user.pk,
+            todo_id=todo_id,
+            context=context_of(request),
+            expected_version=expected_version(request),
+        )
+        return state_response(state)
+
+    @extend_schema(responses=EventSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, todo_id: uuid.UUID) -> Response:
+        history = selectors.history_of(request.user.pk, todo_id)
+        return Response(EventSerializer(history, many=True).data)
+
+    @extend_schema(responses=StatsSerializer)
+    @action(detail=False, methods=["get"])
+    def stats(self, request: Request) -> Response:
+        return Response(StatsSerializer(selectors.stats_of(request.user.pk)).data)
+
+    @extend_schema(request=BulkInputSerializer, responses={201: None, 207: None, 400: None})
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        payload = BulkInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        atomic = payload.validated_data["mode"] == "atomic"
+        items, errors = _validate_items(payload.validated_data["items"])
+        results = services.bulk_create_todos(
+            owner_id=request.user.pk,
+            items=[
+                items.get(i, {"title": ""}) for i in range(len(payload.validated_data["items"]))
+            ],
+            atomic=atomic,
+            context=context_of(request),
+        )
+        return _bulk_response(results, errors, atomic)
+
+
+def _validate_items(
+    raw_items: list[Any],
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Validate every item; return the valid ones' data and the invalid ones' errors, by index."""
+    valid, errors = {}, {}
+    for index, raw in enumerate(raw_items):
+        item = TodoInputSerializer(data=raw)
+        if item.is_valid():
+            valid[index] = item.validated_data
+        else:
+            errors[index] = item.errors
+    return valid, errors
+
+
+def _bulk_response(
+    results: list[services.BulkResult], errors: dict[int, Any], atomic: bool
+) -> Response:
+    rows, summary = [], Counter()
+    for result in results:
+        item_errors = errors.get(result.index) or result.errors
+        if item_errors:
+            for field, messages in item_errors.items():
+                for message in messages:
+                    summary[f"{field}:{getattr(message, 'code', 'invalid')}"] += 1
+            rows.append({"index": result.index, "status": "invalid", "errors": _plain(item_errors)})
+        elif result.todo is not None:
+            rows.append(
+                {
+                    "index": result.index,
+                    "status": "created",
+                    "id": str(result.todo.id),
+                    "version": result.todo.version,
+                }
+            )
+        else:
+            rows.append({"index": result.index, "status": "not_created"})
+    created = sum(1 for row in rows if row["status"] == "created")
+    invalid = sum(1 for row in rows if row["status"] == "invalid")
+    body = {
+        "mode": "atomic" if atomic else "partial",
+        "created": created,
+        "invalid": invalid,
+        "results": rows,
+        "error_summary": dict(sorted(summary.items())),
+    }
+    if invalid and atomic:
+        code = status.HTTP_400_BAD_REQUEST
+    else:
+        code = status.HTTP_207_MULTI_STATUS if invalid else status.HTTP_201_CREATED
+    return Response(body, status=code)
+
+
+def _plain(errors: Any) -> Any:
+    if isinstance(errors, dict):
+        return {str(k): _plain(v) for k, v in errors.items()}
+    if isinstance(errors, list):
+        return [_plain(v) for v in errors]
+    return str(errors)

@@ -1,0 +1,45 @@
+"""The events of a todo's life. Names and versions are stored: never rename them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from apps.eventstore.registry import DomainEvent, event
+
+
+@event("todo.created")
+class TodoCreated(DomainEvent):
+    owner_id: int
+    title: str
+    description: str = ""
+    priority: str = "medium"
+    due_at: datetime | None = None
+    tags: list[str] = []
+
+
+@event("todo.updated")
+class TodoUpdated(DomainEvent):
+    """Only the fields that changed, with their new values (``due_at`` may become null)."""
+
+    changes: dict[str, Any]
+
+
+@event("todo.completed")
+class TodoCompleted(DomainEvent):
+    completed_at: datetime
+
+
+@event("todo.reopened")
+class TodoReopened(DomainEvent):
+    pass
+
+
+@event("todo.deleted")
+class TodoDeleted(DomainEvent):
+    deleted_at: datetime
+
+
+@event("todo.restored")
+class TodoRestored(DomainEvent):
+    pass

@@ -1,0 +1,13 @@
+"""What the todos app does when todo events happen: keep its read models current."""
+
+from __future__ import annotations
+
+from apps.eventstore.registry import RecordedEvent
+from apps.eventstore.subscriptions import handles
+from apps.todos.projections import TODO_EVENTS, todos_projection
+
+
+@handles(*TODO_EVENTS, name="todos.projection", ordered=True)
+def project_todo(recorded: RecordedEvent) -> None:
+    """Apply the event to the live generation of TodoView and TodoStats."""
+    todos_projection.apply_live(recorded)

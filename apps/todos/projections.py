@@ -1,0 +1,125 @@
+"""The todos projection: TodoView rows and TodoStats counters, built from todo events.
+
+Events of one todo are applied in version order: one already applied is skipped, one
+ahead of the next expected version is refused as ``OutOfOrder`` (transient, so the
+runtime defers it until the missing one has been applied).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import F
+
+from apps.eventstore.projections import Projection, register
+from apps.eventstore.registry import RecordedEvent
+from apps.resilience.taxonomy import TransientError
+from apps.todos import fields
+from apps.todos.aggregates import COMPLETED, DELETED, OPEN
+from apps.todos.events import (
+    TodoCompleted,
+    TodoCreated,
+    TodoDeleted,
+    TodoReopened,
+    TodoRestored,
+    TodoUpdated,
+)
+from apps.todos.models import TodoStats, TodoView
+
+TODO_EVENTS = (TodoCreated, TodoUpdated, TodoCompleted, TodoReopened, TodoDeleted, TodoRestored)
+
+
+class OutOfOrder(TransientError):
+    """An event arrived before the one it follows; try again once that one is applied."""
+
+
+class TodoRows:
+    def apply(self, event: RecordedEvent, generation: int) -> None:
+        view = (
+            TodoView.objects.select_for_update()
+            .filter(generation=generation, todo_id=event.stream_id)
+            .first()
+        )
+        applied = view.version if view else 0
+        if event.version <= applied:
+            return  # applied before: a redelivery or a replay
+        if event.version != applied + 1:
+            raise OutOfOrder(
+                f"todo {event.stream_id} v{event.version} arrived before v{applied + 1}"
+            )
+        before = _counted(view)
+        view = _mutate(view, event, generation)
+        view.version, view.updated_at = event.version, event.metadata.occurred_at
+        view.save()
+        _adjust_stats(generation, view.owner_id, before, _counted(view))
+
+    def clear(self, generation: int) -> None:
+        TodoView.objects.filter(generation=generation).delete()
+        TodoStats.objects.filter(generation=generation).delete()
+
+
+def _mutate(view: TodoView | None, event: RecordedEvent, generation: int) -> TodoView:
+    payload = event.payload
+    if isinstance(payload, TodoCreated):
+        view = TodoView(
+            generation=generation,
+            todo_id=event.stream_id,
+            owner_id=payload.owner_id,
+            status=OPEN,
+            created_at=event.metadata.occurred_at,
+        )
+        _set_fields(view, payload.model_dump(include=set(fields.EDITABLE)))
+        return view
+    assert view is not None  # version 1 is always a creation
+    if isinstance(payload, TodoUpdated):
+        _set_fields(view, fields.from_json(payload.changes))
+    elif isinstance(payload, TodoCompleted):
+        view.status, view.completed_at = COMPLETED, payload.completed_at
+    elif isinstance(payload, TodoReopened):
+        view.status, view.completed_at = OPEN, None
+    elif isinstance(payload, TodoDeleted):
+        view.status, view.deleted_at = DELETED, payload.deleted_at
+    elif isinstance(payload, TodoRestored):
+        view.status, view.deleted_at = (COMPLETED if view.completed_at else OPEN), None
+    return view
+
+
+def _set_fields(view: TodoView, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(view, name, value)
+    view.priority_rank = fields.PRIORITY_RANK[view.priority]
+    view.tags_text = "".join(f"|{tag}" for tag in view.tags) + "|" if view.tags else ""
+    view.search_text = f"{view.title}\n{view.description}".lower()
+
+
+def _counted(view: TodoView | None) -> tuple[str, str] | None:
+    return (view.status, view.priority) if view is not None else None
+
+
+def _adjust_stats(
+    generation: int, owner_id: int, before: tuple[str, str] | None, after: tuple[str, str] | None
+) -> None:
+    if before == after:
+        return
+    delta: dict[str, int] = {}
+    for state, sign in ((before, -1), (after, 1)):
+        if state is None:
+            continue
+        status, priority = state
+        delta[status] = delta.get(status, 0) + sign
+        if status != DELETED:
+            delta["total"] = delta.get("total", 0) + sign
+            delta[priority] = delta.get(priority, 0) + sign
+    changes = {name: F(name) + n for name, n in delta.items() if n}
+    TodoStats.objects.get_or_create(generation=generation, owner_id=owner_id)
+    if changes:
+        TodoStats.objects.filter(generation=generation, owner_id=owner_id).update(**changes)
+
+
+todos_projection = register(
+    Projection(
+        name="todos",
+        event_types=frozenset(cls.event_type for cls in TODO_EVENTS),
+        rows=TodoRows(),
+    )
+)

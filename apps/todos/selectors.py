@@ -1,0 +1,68 @@
+"""Reads of todos: always from the read models (the event history excepted)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db.models import BooleanField, Case, Q, QuerySet, Value, When
+from django.utils import timezone
+
+from apps.eventstore import projections, store
+from apps.eventstore.registry import RecordedEvent
+from apps.todos.events import TodoCreated
+from apps.todos.fields import PRIORITIES
+from apps.todos.models import TodoStats, TodoView
+from apps.todos.services import TodoNotFound
+
+
+def todos_of(owner_id: int) -> QuerySet[TodoView]:
+    """Return the owner's todos from the live generation, with ``is_overdue`` computed now."""
+    now = timezone.now()
+    return TodoView.objects.filter(
+        owner_id=owner_id, generation=projections.current_generation("todos")
+    ).annotate(
+        is_overdue=Case(
+            When(Q(status="open", due_at__lt=now), then=Value(True)),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+    )
+
+
+def todo_of(owner_id: int, todo_id: uuid.UUID) -> TodoView:
+    """Return one of the owner's todos, or raise ``TodoNotFound``."""
+    view = todos_of(owner_id).filter(todo_id=todo_id).first()
+    if view is None:
+        raise TodoNotFound(todo_id)
+    return view
+
+
+def history_of(owner_id: int, todo_id: uuid.UUID) -> list[RecordedEvent]:
+    """Return the todo's events, oldest first, if the owner created it."""
+    events = store.read_stream(todo_id)
+    if (
+        not events
+        or not isinstance(events[0].payload, TodoCreated)
+        or events[0].payload.owner_id != owner_id
+    ):
+        raise TodoNotFound(todo_id)
+    return events
+
+
+def stats_of(owner_id: int) -> dict[str, Any]:
+    """Return the owner's counts, overdue count, completion rate and counts by priority."""
+    generation = projections.current_generation("todos")
+    row = TodoStats.objects.filter(owner_id=owner_id, generation=generation).first() or TodoStats()
+    overdue = TodoView.objects.filter(
+        owner_id=owner_id, generation=generation, status="open", due_at__lt=timezone.now()
+    ).count()
+    return {
+        "total": row.total,
+        "open": row.open,
+        "completed": row.completed,
+        "deleted": row.deleted,
+        "overdue": overdue,
+        "completion_rate": round(row.completed / row.total, 4) if row.total else 0.0,
+        "by_priority": {name: getattr(row, name) for name in PRIORITIES},
+    }

@@ -1,0 +1,188 @@
+"""Todo commands: the only code that writes todos. Each loads, calls the aggregate, saves."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from apps.eventstore.exceptions import ConcurrencyConflict, StreamNotFound
+from apps.eventstore.repository import Repository, retry_on_conflict
+from apps.eventstore.store import CommandContext
+from apps.resilience.taxonomy import NotFound
+from apps.todos.aggregates import Todo
+
+repository = Repository(Todo)
+
+
+class TodoNotFound(NotFound):
+    """No such todo for this user (another user's todo is "not found" too: no leak)."""
+
+    def __init__(self, todo_id: uuid.UUID) -> None:
+        super().__init__(f"todo {todo_id} not found")
+
+
+@dataclass(frozen=True)
+class TodoState:
+    """A todo as the write side knows it right after a command."""
+
+    id: uuid.UUID
+    owner_id: int
+    version: int
+    title: str
+    description: str
+    priority: str
+    due_at: datetime | None
+    tags: list[str]
+    status: str
+    completed_at: datetime | None
+    deleted_at: datetime | None
+
+    @classmethod
+    def of(cls, todo: Todo) -> TodoState:
+        return cls(
+            id=todo.id,
+            owner_id=todo.owner_id,
+            version=todo.version,
+            title=todo.title,
+            description=todo.description,
+            priority=todo.priority,
+            due_at=todo.due_at,
+            tags=list(todo.tags),
+            status=todo.status,
+            completed_at=todo.completed_at,
+            deleted_at=todo.deleted_at,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def create_todo(*, owner_id: int, context: CommandContext, **values: Any) -> TodoState:
+    """Create a todo for ``owner_id`` and return it."""
+    todo = Todo.create(owner_id=owner_id, **values)
+    repository.save(todo, context)
+    return TodoState.of(todo)
+
+
+def update_todo(
+    *,
+    owner_id: int,
+    todo_id: uuid.UUID,
+    context: CommandContext,
+    expected_version: int | None = None,
+    **values: Any,
+) -> TodoState:
+    """Change the given fields of the owner's todo."""
+    return _run(owner_id, todo_id, context, expected_version, lambda todo: todo.update(**values))
+
+
+def complete_todo(
+    *,
+    owner_id: int,
+    todo_id: uuid.UUID,
+    context: CommandContext,
+    expected_version: int | None = None,
+) -> TodoState:
+    return _run(owner_id, todo_id, context, expected_version, Todo.complete)
+
+
+def reopen_todo(
+    *,
+    owner_id: int,
+    todo_id: uuid.UUID,
+    context: CommandContext,
+    expected_version: int | None = None,
+) -> TodoState:
+    return _run(owner_id, todo_id, context, expected_version, Todo.reopen)
+
+
+def delete_todo(
+    *,
+    owner_id: int,
+    todo_id: uuid.UUID,
+    context: CommandContext,
+    expected_version: int | None = None,
+) -> TodoState:
+    return _run(owner_id, todo_id, context, expected_version, Todo.delete)
+
+
+def restore_todo(
+    *,
+    owner_id: int,
+    todo_id: uuid.UUID,
+    context: CommandContext,
+    expected_version: int | None = None,
+) -> TodoState:
+    return _run(owner_id, todo_id, context, expected_version, Todo.restore)
+
+
+def load_todo(*, owner_id: int, todo_id: uuid.UUID) -> Todo:
+    """Return the owner's todo from the event store, or raise ``TodoNotFound``."""
+    try:
+        todo = repository.load(todo_id)
+    except StreamNotFound:
+        raise TodoNotFound(todo_id) from None
+    if todo.owner_id != owner_id:
+        raise TodoNotFound(todo_id)
+    return todo
+
+
+def _run(
+    owner_id: int,
+    todo_id: uuid.UUID,
+    context: CommandContext,
+    expected_version: int | None,
+    change: Callable[[Todo], None],
+) -> TodoState:
+    """Load, change, save. Unpinned commands re-run on a conflict; pinned ones report it."""
+
+    def command() -> TodoState:
+        todo = load_todo(owner_id=owner_id, todo_id=todo_id)
+        if expected_version is not None and todo.version != expected_version:
+            raise ConcurrencyConflict(todo_id, expected_version, todo.version)
+        change(todo)
+        repository.save(todo, context)
+        return TodoState.of(todo)
+
+    if expected_version is not None:
+        return command()
+    return retry_on_conflict(command)
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What happened to one item of a bulk create."""
+
+    index: int
+    todo: TodoState | None = None
+    errors: dict[str, list[str]] | None = None
+
+
+def bulk_create_todos(
+    *, owner_id: int, items: list[dict[str, Any]], atomic: bool, context: CommandContext
+) -> list[BulkResult]:
+    """Create many todos; ``atomic`` creates all or none, otherwise every valid one.
+
+    Every item is validated first, so the result names every invalid item, not the first.
+    """
+    from apps.todos.fields import InvalidTodo
+
+    todos: list[tuple[int, Todo]] = []
+    results: dict[int, BulkResult] = {}
+    for index, values in enumerate(items):
+        try:
+            todos.append((index, Todo.create(owner_id=owner_id, **values)))
+        except InvalidTodo as exc:
+            results[index] = BulkResult(index, errors=exc.fields)
+    if atomic and results:
+        return [results.get(i) or BulkResult(i) for i in range(len(items))]
+    with transaction.atomic():
+        for index, todo in todos:
+            repository.save(todo, context)
+            results[index] = BulkResult(index, todo=TodoState.of(todo))
+    return [results[i] for i in range(len(items))]
