@@ -1,0 +1,43 @@
+"""The unauthenticated operational pages: health, the OpenAPI schema and its docs."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client, override_settings
+
+from tests.support.broker import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_reports_every_store_ok() -> None:
+    response = Client().get("/health/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "database": True,
+        "cache": True,
+        "broker": True,
+    }
+
+
+def test_health_is_503_and_names_the_store_when_the_cache_is_down(settings) -> None:
+    dead = {
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
+    }
+    with override_settings(CACHES=dead):
+        response = Client().get("/health/")
+    assert response.status_code == 503
+    assert response.json()["checks"]["cache"]["ok"] is False
+    assert response.json()["checks"]["database"]["ok"] is True
+
+
+def test_the_schema_and_swagger_ui_are_served_without_a_cdn() -> None:
+    schema = Client().get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/v1/todos/" in schema.content
+    docs = Client().get("/api/docs/")
+    assert docs.status_code == 200
+    assert b"cdn" not in docs.content.lower()
+    assert b"swagger-ui" in docs.content
