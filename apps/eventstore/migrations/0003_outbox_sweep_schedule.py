@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import migrations
 
-TASK_NAME = "Outbox sweep"
+from apps.eventstore.schedules import interval_task
 
-
-def install(apps, schema_editor) -> None:
-    interval_model = apps.get_model("django_celery_beat", "IntervalSchedule")
-    task_model = apps.get_model("django_celery_beat", "PeriodicTask")
-    seconds = max(1, round(settings.OUTBOX_SWEEP_SECONDS))
-    interval, _ = interval_model.objects.get_or_create(every=seconds, period="seconds")
-    task_model.objects.update_or_create(
-        name=TASK_NAME,
-        defaults={
-            "task": "backstop.outbox.sweep",
-            "interval": interval,
-            "queue": "maintenance",
-            # A sweep nobody ran in time is useless: the next tick sends a fresh one.
-            "expire_seconds": seconds * 4,
-            "description": "Publishes outbox rows the on-commit relay missed.",
-        },
-    )
-
-
-def uninstall(apps, schema_editor) -> None:
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=TASK_NAME).delete()
+install, uninstall = interval_task(
+    name="Outbox sweep",
+    task="backstop.outbox.sweep",
+    seconds_setting="OUTBOX_SWEEP_SECONDS",
+    description="Publishes outbox rows the on-commit relay missed.",
+)
 
 
 class Migration(migrations.Migration):
