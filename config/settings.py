@@ -190,6 +190,8 @@ EVENTSTORE_CONFLICT_RETRIES = env_int("EVENTSTORE_CONFLICT_RETRIES", 5)
 # Rows one relay pass claims at a time, and how often beat sweeps for rows left behind.
 OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 500)
 OUTBOX_SWEEP_SECONDS = env_float("OUTBOX_SWEEP_SECONDS", 5.0)
+# An on-commit batch larger than this is published by a worker, not by the committing request.
+OUTBOX_INLINE_MAX = env_int("OUTBOX_INLINE_MAX", 50)
 # A row younger than this is left to the on-commit relay that is publishing it right now.
 OUTBOX_SWEEP_GRACE_SECONDS = env_float("OUTBOX_SWEEP_GRACE_SECONDS", 2.0)
 

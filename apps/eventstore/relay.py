@@ -23,6 +23,7 @@ from apps.eventstore.models import OutboxMessage
 from apps.eventstore.subscriptions import subscribers
 
 DELIVER_TASK = "backstop.deliver"
+PUBLISH_TASK = "backstop.outbox.publish"
 # Task ids are derived from (handler, event) so a republished message is recognisable.
 _TASK_ID_NAMESPACE = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 logger = logging.getLogger(__name__)
@@ -120,8 +121,17 @@ def _record_failure(row: OutboxMessage, exc: BaseException) -> None:
 
 
 def publish_after_commit(ids: list[int]) -> None:
-    """Publish the rows a transaction just committed; never raise into the caller."""
+    """Publish the rows a transaction just committed; never raise into the caller.
+
+    A few rows are published right here; a large batch (a bulk command) is handed to a
+    worker in one message, so the request that wrote it doesn't wait for the broker.
+    """
+    size = settings.OUTBOX_BATCH_SIZE
     try:
+        if len(ids) > settings.OUTBOX_INLINE_MAX:
+            for start in range(0, len(ids), size):
+                current_app.send_task(PUBLISH_TASK, args=(ids[start : start + size],))
+            return
         publish_pending(ids=ids)
     except Exception:
         # The rows stay unpublished and the beat sweep picks them up; the command succeeded.

@@ -42,18 +42,23 @@ class Repository(Generic[A]):
 
         Raises ``ConcurrencyConflict`` when another writer saved the stream first.
         """
-        pending = aggregate.pending_events()
-        with transaction.atomic():
-            recorded = store.append(
-                stream_type=self.aggregate_class.stream_type,
-                stream_id=aggregate.id,
-                expected_version=aggregate.loaded_version,
-                events=pending,
-                context=context,
+        return self.save_many([aggregate], context)
+
+    def save_many(self, aggregates: list[A], context: CommandContext) -> list[RecordedEvent]:
+        """Append the pending events of several aggregates in one transaction and lock."""
+        appends = [
+            store.StreamAppend(
+                self.aggregate_class.stream_type, a.id, a.loaded_version, a.pending_events()
             )
-            if recorded and self._snapshot_due(aggregate.loaded_version, aggregate.version):
-                self._take_snapshot(aggregate)
-        aggregate.mark_saved()
+            for a in aggregates
+        ]
+        with transaction.atomic(savepoint=False):
+            recorded = store.append_many(appends, context=context)
+            for aggregate in aggregates:
+                if self._snapshot_due(aggregate.loaded_version, aggregate.version):
+                    self._take_snapshot(aggregate)
+        for aggregate in aggregates:
+            aggregate.mark_saved()
         return recorded
 
     def _snapshot_due(self, before: int, after: int) -> bool:

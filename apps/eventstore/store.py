@@ -14,7 +14,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -49,6 +48,20 @@ class CommandContext:
         )
 
 
+@dataclass(frozen=True)
+class StreamAppend:
+    """New events for one stream, written after ``expected_version``."""
+
+    stream_type: str
+    stream_id: uuid.UUID
+    expected_version: int
+    events: Sequence[DomainEvent]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stream_id, uuid.UUID):  # a str from a URL, say
+            object.__setattr__(self, "stream_id", uuid.UUID(str(self.stream_id)))
+
+
 def append(
     *,
     stream_type: str,
@@ -57,26 +70,66 @@ def append(
     events: Sequence[DomainEvent],
     context: CommandContext,
 ) -> list[RecordedEvent]:
-    """Append ``events`` after ``expected_version`` and return them as recorded.
+    """Append ``events`` to one stream after ``expected_version``; see ``append_many``."""
+    return append_many(
+        [StreamAppend(stream_type, stream_id, expected_version, events)], context=context
+    )
+
+
+def append_many(appends: Sequence[StreamAppend], *, context: CommandContext) -> list[RecordedEvent]:
+    """Append to one or more streams atomically and return the events as recorded.
 
     1. Take the append lock, so positions commit in the order they are drawn.
-    2. Compare the stream's version with ``expected_version``; a difference is a
+    2. Compare each stream's version with its ``expected_version``; a difference is a
        ``ConcurrencyConflict`` (the unique ``(stream_id, version)`` constraint backs it up).
     3. Insert the events and one outbox row each, in the caller's transaction.
-    4. After commit, nudge the relay to publish the new outbox rows.
+    4. After commit, nudge the relay once to publish the new outbox rows.
     """
-    if not events:
+    appends = [a for a in appends if a.events]
+    if not appends:
         return []
-    with transaction.atomic():
+    if len({a.stream_id for a in appends}) != len(appends):
+        raise ValueError("append_many takes each stream once")
+    with transaction.atomic(savepoint=False):
         take_append_lock()
-        actual = _current_version(stream_id)
-        if actual != expected_version:
-            raise ConcurrencyConflict(stream_id, expected_version, actual)
-        rows = _insert(stream_type, stream_id, expected_version, events, context)
-        outbox = OutboxMessage.objects.bulk_create([OutboxMessage(event=row) for row in rows])
+        versions = _current_versions([a.stream_id for a in appends])
+        for a in appends:
+            if versions.get(a.stream_id, 0) != a.expected_version:
+                raise ConcurrencyConflict(
+                    a.stream_id, a.expected_version, versions.get(a.stream_id, 0)
+                )
+        pairs = _rows(appends, context)
+        _insert([row for row, _ in pairs], appends)
+        outbox = OutboxMessage.objects.bulk_create([OutboxMessage(event=row) for row, _ in pairs])
         if settings.OUTBOX_PUBLISH_ON_COMMIT:
-            transaction.on_commit(partial(relay.publish_after_commit, [m.pk for m in outbox]))
-    return [to_recorded(row) for row in rows]
+            _publish_after_commit([m.pk for m in outbox])
+    return [_recorded(row, payload) for row, payload in pairs]
+
+
+def _publish_after_commit(outbox_ids: list[int]) -> None:
+    """Nudge the relay once per transaction, with every outbox row it wrote.
+
+    A transaction that appends to many streams (a bulk command) registers one callback,
+    not one per append. Rows whose nudge is lost (a rolled-back savepoint took the
+    callback with it) are published by the beat sweep.
+    """
+    pending: _PendingOutbox | None = getattr(connection, "_backstop_outbox", None)
+    if pending is None or not pending.registered():
+        pending = _PendingOutbox()
+        connection._backstop_outbox = pending
+        transaction.on_commit(pending.flush)
+    pending.ids.extend(outbox_ids)
+
+
+class _PendingOutbox:
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+
+    def registered(self) -> bool:
+        return any(entry[1] == self.flush for entry in connection.run_on_commit)
+
+    def flush(self) -> None:
+        relay.publish_after_commit(self.ids)
 
 
 def take_append_lock() -> None:
@@ -85,45 +138,65 @@ def take_append_lock() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK_KEY])
 
 
-def _current_version(stream_id: uuid.UUID) -> int:
-    return Event.objects.filter(stream_id=stream_id).aggregate(v=Max("version"))["v"] or 0
+def _current_versions(stream_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    rows = (
+        Event.objects.filter(stream_id__in=stream_ids)
+        .order_by()
+        .values("stream_id")
+        .annotate(v=Max("version"))
+        .values_list("stream_id", "v")
+    )
+    return dict(rows)
 
 
-def _insert(
-    stream_type: str,
-    stream_id: uuid.UUID,
-    expected_version: int,
-    events: Sequence[DomainEvent],
-    context: CommandContext,
-) -> list[Event]:
+def _rows(
+    appends: Sequence[StreamAppend], context: CommandContext
+) -> list[tuple[Event, DomainEvent]]:
     now = timezone.now()
-    rows = []
-    for offset, payload in enumerate(events, start=1):
-        metadata = EventMetadata(
-            occurred_at=now,
-            actor_id=context.actor_id,
-            correlation_id=context.correlation_id,
-            causation_id=context.causation_id,
-            request_id=context.request_id,
-        )
-        rows.append(
-            Event(
+    pairs = []
+    for a in appends:
+        for offset, payload in enumerate(a.events, start=1):
+            metadata = EventMetadata(
+                occurred_at=now,
+                actor_id=context.actor_id,
+                correlation_id=context.correlation_id,
+                causation_id=context.causation_id,
+                request_id=context.request_id,
+            )
+            row = Event(
                 event_id=metadata.event_id,
-                stream_type=stream_type,
-                stream_id=stream_id,
-                version=expected_version + offset,
+                stream_type=a.stream_type,
+                stream_id=a.stream_id,
+                version=a.expected_version + offset,
                 type=payload.event_type,
                 schema_version=payload.schema_version,
                 data=encode(payload),
                 metadata=metadata.model_dump(mode="json"),
             )
-        )
+            pairs.append((row, payload))
+    return pairs
+
+
+def _insert(rows: list[Event], appends: Sequence[StreamAppend]) -> None:
     try:
-        with transaction.atomic():
-            return Event.objects.bulk_create(rows)
+        Event.objects.bulk_create(rows)
     except IntegrityError as exc:
         # Only reachable if a writer bypassed the append lock; the constraint is the truth.
-        raise ConcurrencyConflict(stream_id, expected_version, _current_version(stream_id)) from exc
+        first = appends[0]
+        raise ConcurrencyConflict(first.stream_id, first.expected_version, -1) from exc
+
+
+def _recorded(row: Event, payload: DomainEvent) -> RecordedEvent:
+    return RecordedEvent(
+        position=row.position,
+        stream_type=row.stream_type,
+        stream_id=row.stream_id,
+        version=row.version,
+        type=row.type,
+        schema_version=row.schema_version,
+        payload=payload,
+        metadata=EventMetadata.model_validate(row.metadata),
+    )
 
 
 def to_recorded(row: Event) -> RecordedEvent:

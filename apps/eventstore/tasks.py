@@ -11,6 +11,12 @@ from apps.eventstore import relay
 logger = logging.getLogger(__name__)
 
 
+@shared_task(name="backstop.outbox.publish")
+def publish_outbox(ids: list[int]) -> int:
+    """Publish the given outbox rows (a large batch handed over by the on-commit relay)."""
+    return relay.publish_pending(ids=ids, limit=len(ids))
+
+
 @shared_task(name="backstop.outbox.sweep", ignore_result=True)
 def sweep_outbox() -> int:
     """Publish outbox rows that the on-commit relay missed."""

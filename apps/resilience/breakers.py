@@ -16,6 +16,8 @@ default's file cache gives the same results for a single worker.
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection, transaction
 
 from apps.resilience.classify import classify
 from apps.resilience.models import BreakerTransition
@@ -33,6 +36,9 @@ from apps.resilience.taxonomy import NOT_THE_DEPENDENCYS_FAULT, ErrorKind, Unava
 
 logger = logging.getLogger(__name__)
 _DAY = 86_400
+# Transitions made inside a transaction (a handler's), written once it is over: the failing
+# call that opens a breaker usually rolls its transaction back, and the record must survive.
+_unwritten = threading.local()
 
 
 class State(StrEnum):
@@ -224,7 +230,7 @@ class CircuitBreaker:
         if after is State.OPEN:
             cache.set(self._key(f"g{generation + 1}:opened"), time.time(), timeout=_DAY)
         cache.set(self._key("gen"), generation + 1, timeout=None)
-        BreakerTransition.objects.create(
+        _record_transition(
             breaker=self.name, from_state=before, to_state=after, reason=reason[:2000], actor=actor
         )
         logger.warning("circuit %s: %s -> %s (%s)", self.name, before, after, reason)
@@ -233,9 +239,9 @@ class CircuitBreaker:
     def _lease_probe(self, generation: int) -> Permit | None:
         token = uuid.uuid4().hex
         for slot in range(self.config.half_open_max_calls):
-            if cache.add(
-                self._key(f"g{generation}:probe:{slot}"), token, timeout=self.config.probe_lease
-            ):
+            # The cache counts whole seconds (Redis drops a key whose timeout rounds to 0).
+            lease = max(1, math.ceil(self.config.probe_lease))
+            if cache.add(self._key(f"g{generation}:probe:{slot}"), token, timeout=lease):
                 return Permit(generation, slot, token)
         return None
 
@@ -247,7 +253,10 @@ class CircuitBreaker:
     def _record_exception(self, permit: Permit, exc: Exception) -> None:
         classification = classify(exc)
         if classification.kind is ErrorKind.RATE_LIMITED:
-            hold_cooldown(self.name, classification.retry_after or self.config.reset_timeout)
+            retry_after = classification.retry_after  # 0 is "now", not "unsaid"
+            hold_cooldown(
+                self.name, self.config.reset_timeout if retry_after is None else retry_after
+            )
             self.release(permit)
         elif (
             classification.kind in NOT_THE_DEPENDENCYS_FAULT
@@ -262,10 +271,47 @@ def hold_cooldown(dependency: str, seconds: float) -> float:
     """Make every worker hold calls to ``dependency`` for ``seconds``; return the end time."""
     until = time.time() + seconds
     key = f"cooldown:{dependency}"
-    current = cache.get(key)
-    if current is None or current < until:
-        cache.set(key, until, timeout=max(1, int(seconds) + 1))
+    with _locked(f"{key}:lock"):  # read, compare, write: one worker at a time
+        current = cache.get(key)
+        if current is None or current < until:
+            cache.set(key, until, timeout=max(1, math.ceil(seconds) + 1))
     return max(until, current or 0)
+
+
+@contextmanager
+def _locked(key: str, wait: float = 2.0) -> Iterator[None]:
+    """Hold a short cache lock (``add`` is ``SET NX``); a crashed holder's lock expires."""
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + wait
+    while not cache.add(key, token, timeout=1):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"cache lock {key} is held")
+        time.sleep(0.002)
+    try:
+        yield
+    finally:
+        if cache.get(key) == token:
+            cache.delete(key)
+
+
+def _record_transition(**fields: object) -> None:
+    if not connection.in_atomic_block:
+        BreakerTransition.objects.create(**fields)
+        return
+    pending = getattr(_unwritten, "rows", None)
+    if pending is None:
+        pending = _unwritten.rows = []
+    pending.append(fields)
+    transaction.on_commit(write_pending_transitions)
+
+
+def write_pending_transitions() -> None:
+    """Write the transitions recorded inside a transaction that is now over, however it ended."""
+    rows, _unwritten.rows = getattr(_unwritten, "rows", None) or [], []
+    if rows and not connection.in_atomic_block:
+        BreakerTransition.objects.bulk_create([BreakerTransition(**row) for row in rows])
+    elif rows:
+        _unwritten.rows = rows
 
 
 def cooldown(dependency: str) -> float | None:

@@ -26,7 +26,7 @@ from apps.eventstore.models import Event
 from apps.eventstore.registry import RecordedEvent, decode
 from apps.eventstore.store import to_recorded
 from apps.eventstore.subscriptions import Subscription, subscription
-from apps.resilience.breakers import retry_delay
+from apps.resilience.breakers import retry_delay, write_pending_transitions
 from apps.resilience.classify import Classification, classify
 from apps.resilience.models import Attempt, DeadLetter, Delivery, ProcessedMessage
 from apps.resilience.policies import policy_for
@@ -184,13 +184,16 @@ def _done_fast(handler: str, event_id: uuid.UUID) -> bool:
 
 def _run_handler(sub: Subscription, recorded: RecordedEvent) -> bool:
     """Run the handler and insert its processed mark in one transaction; False if done before."""
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                ProcessedMessage.objects.create(handler=sub.name, event_id=recorded.event_id)
-        except IntegrityError:
-            return False  # a concurrent or earlier delivery already committed its effect
-        sub.func(recorded)
+    try:
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    ProcessedMessage.objects.create(handler=sub.name, event_id=recorded.event_id)
+            except IntegrityError:
+                return False  # a concurrent or earlier delivery already committed its effect
+            sub.func(recorded)
+    finally:
+        write_pending_transitions()  # breaker transitions outlive the handler's rollback
     return True
 
 

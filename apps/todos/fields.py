@@ -47,10 +47,21 @@ def clean(values: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def _title(value: Any) -> str:
+def _storable(value: Any) -> str:
+    """Return ``value`` if it is text every store can keep (no NUL, no lone surrogates)."""
     if not isinstance(value, str):
         raise ValueError("Must be a string.")
-    title = value.strip()
+    if "\x00" in value:
+        raise ValueError("Must not contain NUL characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("Contains characters that can't be stored (lone surrogates).") from None
+    return value
+
+
+def _title(value: Any) -> str:
+    title = _storable(value).strip()
     if not title:
         raise ValueError("Must not be blank.")
     if len(title) > TITLE_MAX:
@@ -59,9 +70,7 @@ def _title(value: Any) -> str:
 
 
 def _description(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("Must be a string.")
-    if len(value) > DESCRIPTION_MAX:
+    if len(_storable(value)) > DESCRIPTION_MAX:
         raise ValueError(f"Must be at most {DESCRIPTION_MAX} characters.")
     return value
 
@@ -87,9 +96,11 @@ def _tags(value: Any) -> list[str]:
         raise ValueError("Must be a list of strings.")
     tags: list[str] = []
     for raw in value:
-        tag = raw.strip().lower()
+        tag = _storable(raw).strip().lower()
         if not tag:
             raise ValueError("Tags must not be blank.")
+        if "|" in tag:
+            raise ValueError("Tags must not contain '|'.")
         if len(tag) > TAG_MAX:
             raise ValueError(f"Each tag must be at most {TAG_MAX} characters.")
         if tag not in tags:

@@ -8,8 +8,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
-
 from apps.eventstore.exceptions import ConcurrencyConflict, StreamNotFound
 from apps.eventstore.repository import Repository, retry_on_conflict
 from apps.eventstore.store import CommandContext
@@ -181,8 +179,7 @@ def bulk_create_todos(
             results[index] = BulkResult(index, errors=exc.fields)
     if atomic and results:
         return [results.get(i) or BulkResult(i) for i in range(len(items))]
-    with transaction.atomic():
-        for index, todo in todos:
-            repository.save(todo, context)
-            results[index] = BulkResult(index, todo=TodoState.of(todo))
+    repository.save_many([todo for _, todo in todos], context)
+    for index, todo in todos:
+        results[index] = BulkResult(index, todo=TodoState.of(todo))
     return [results[i] for i in range(len(items))]

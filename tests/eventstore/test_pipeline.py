@@ -22,7 +22,9 @@ def test_a_committed_event_reaches_its_handler_in_a_worker(celery_worker) -> Non
 
     for event in recorded:
         wait_until(lambda e=event: deliveries(HANDLER, e.event_id) == 1, message="delivery")
-    assert "delivered test.counter.incremented" in celery_worker.output()
+    wait_until(
+        lambda: "delivered test.counter.incremented" in celery_worker.output(), message="log"
+    )
 
 
 def test_rows_a_crash_left_unpublished_are_delivered_by_the_beat_sweep_task(

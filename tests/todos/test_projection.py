@@ -19,6 +19,7 @@ from apps.eventstore import projections, store
 from apps.eventstore.store import CommandContext
 from apps.resilience.taxonomy import BusinessRuleViolation
 from apps.todos import services
+from apps.todos.fields import InvalidTodo
 from apps.todos.models import TodoStats, TodoView
 from apps.todos.projections import OutOfOrder, TodoRows
 from tests.support.waiting import wait_until
@@ -66,18 +67,18 @@ def run_commands(owner_id: int, script: list[tuple[Any, ...]]) -> list[uuid.UUID
     todos: list[uuid.UUID] = []
     for command, *args in script:
         if command == "create":
-            todos.append(
-                services.create_todo(
+            with contextlib.suppress(InvalidTodo):  # invalid input is refused, recording nothing
+                created = services.create_todo(
                     owner_id=owner_id, context=context, **{"title": "t", **args[0]}
-                ).id
-            )
+                )
+                todos.append(created.id)
             continue
         if not todos:
             continue
         todo_id = todos[args[0] % len(todos)]
         service = getattr(services, f"{command}_todo")
         extra = args[1] if command == "update" else {}
-        with contextlib.suppress(BusinessRuleViolation):
+        with contextlib.suppress(BusinessRuleViolation, InvalidTodo):
             service(owner_id=owner_id, todo_id=todo_id, context=context, **extra)
     return todos
 

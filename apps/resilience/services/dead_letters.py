@@ -82,7 +82,13 @@ def record(
         details["payload"] = raw_payload
     key_event_id = event.event_id if event is not None else event_id
     with transaction.atomic():
-        letter = _upsert(handler, key_event_id, details, attempts, now)
+        letter, was_retrying = _upsert(handler, key_event_id, details, attempts, now)
+        if was_retrying:
+            DeadLetterAction.objects.create(
+                dead_letter=letter,
+                action=Action.RETRY_FAILED,
+                details={"kind": classification.kind, "message": details["message"][:500]},
+            )
         DeadLetterAction.objects.create(
             dead_letter=letter,
             action=Action.DEAD_LETTERED,
@@ -93,7 +99,8 @@ def record(
 
 def _upsert(
     handler: str, event_id: Any, details: dict[str, Any], attempts: int, now: Any
-) -> DeadLetter:
+) -> tuple[DeadLetter, bool]:
+    """Return the dead letter and whether it was being retried (a replay that failed)."""
     if event_id is not None:
         existing = (
             DeadLetter.objects.select_for_update()
@@ -101,14 +108,16 @@ def _upsert(
             .first()
         )
         if existing is not None:
+            was_retrying = existing.status == Status.RETRYING
             for field, value in details.items():
                 setattr(existing, field, value)
             existing.attempts += attempts
             existing.save()
-            return existing
-    return DeadLetter.objects.create(
+            return existing, was_retrying
+    letter = DeadLetter.objects.create(
         handler=handler, event_id=event_id, attempts=attempts, first_failed_at=now, **details
     )
+    return letter, False
 
 
 def _next_auto_retry(kind: ErrorKind, now: Any) -> Any:

@@ -10,6 +10,7 @@ import httpx
 import sentry_sdk
 from django.conf import settings
 from django.core.mail import mail_admins
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.resilience.models import DeadLetter, Escalation
@@ -31,8 +32,27 @@ def report_to_sentry(exc: BaseException, letter: DeadLetter) -> None:
 def escalate(letter: DeadLetter) -> Escalation | None:
     """Apply the first matching rule of ``ESCALATION_RULES`` to a new dead letter.
 
-    A group (fingerprint) is escalated once per rule and window until acknowledged.
+    A group (fingerprint) is escalated once per rule and window until acknowledged; the
+    check and the insert run under a lock of the group, so concurrent dead letters of one
+    group can't both escalate it.
     """
+    with transaction.atomic():
+        _lock_group(letter.fingerprint)
+        escalation = _first_matching_rule(letter)
+    if escalation is not None:
+        _notify(escalation, letter)
+    return escalation
+
+
+def _lock_group(fingerprint: str) -> None:
+    if connection.vendor == "postgresql":  # SQLite serializes writers anyway
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"escalate:{fingerprint}"]
+            )
+
+
+def _first_matching_rule(letter: DeadLetter) -> Escalation | None:
     now = timezone.now()
     for rule in settings.ESCALATION_RULES:
         if not _applies(rule, letter):
@@ -59,7 +79,6 @@ def escalate(letter: DeadLetter) -> Escalation | None:
             count=count,
             channels=list(settings.ESCALATION_CHANNELS),
         )
-        _notify(escalation, letter)
         return escalation
     return None
 

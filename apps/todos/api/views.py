@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from django.utils import timezone
@@ -212,8 +213,8 @@ def _bulk_response(
         item_errors = errors.get(result.index) or result.errors
         if item_errors:
             for field, messages in item_errors.items():
-                for message in messages:
-                    summary[f"{field}:{getattr(message, 'code', 'invalid')}"] += 1
+                for code in _codes(messages):
+                    summary[f"{field}:{code}"] += 1
             rows.append({"index": result.index, "status": "invalid", "errors": _plain(item_errors)})
         elif result.todo is not None:
             rows.append(
@@ -240,6 +241,17 @@ def _bulk_response(
     else:
         code = status.HTTP_207_MULTI_STATUS if invalid else status.HTTP_201_CREATED
     return Response(body, status=code)
+
+
+def _codes(errors: Any) -> Iterator[str]:
+    """Yield the code of every error in DRF's (possibly nested) error detail."""
+    if isinstance(errors, dict):
+        errors = list(errors.values())
+    if isinstance(errors, list):
+        for error in errors:
+            yield from _codes(error)
+    else:
+        yield getattr(errors, "code", "invalid")
 
 
 def _plain(errors: Any) -> Any:
