@@ -29,10 +29,16 @@ def operator_client() -> Client:
 def _letter(**overrides: object) -> DeadLetter:
     now = timezone.now()
     fields = {
-        "handler": "test.scripted", "event_id": uuid.uuid4(), "kind": "validation",
-        "severity": "medium", "exception_type": "InvalidInput", "message": "bad payload",
-        "fingerprint": "abc123", "first_failed_at": now, "last_failed_at": now,
-    }  # fmt: skip
+        "handler": "test.scripted",
+        "event_id": uuid.uuid4(),
+        "kind": "validation",
+        "severity": "medium",
+        "exception_type": "InvalidInput",
+        "message": "bad payload",
+        "fingerprint": "abc123",
+        "first_failed_at": now,
+        "last_failed_at": now,
+    }
     return DeadLetter.objects.create(**{**fields, **overrides})
 
 
@@ -75,8 +81,15 @@ def test_a_viewer_without_change_permission_cannot_act(operator_client: Client) 
 
     page = client.get(CHANGELIST)
     assert page.status_code == 200
-    client.post(CHANGELIST, {"action": "resolve_selected", "_selected_action": [letter.pk],
-                             "apply": "1", "notes": "sneaky"})  # fmt: skip
+    client.post(
+        CHANGELIST,
+        {
+            "action": "resolve_selected",
+            "_selected_action": [letter.pk],
+            "apply": "1",
+            "notes": "sneaky",
+        },
+    )
 
     letter.refresh_from_db()
     assert letter.status == DeadLetter.Status.PENDING

@@ -36,10 +36,18 @@ def test_a_stored_payload_that_does_not_fit_its_class_is_one_corruption_dead_let
     job: Job,
 ) -> None:
     row = Event.objects.create(
-        event_id=uuid.uuid4(), stream_type="test.job", stream_id=uuid.uuid4(), version=1,
-        type="test.job.requested", schema_version=1, data={"title": "not a job"},
-        metadata={"event_id": str(uuid.uuid4()), "occurred_at": "2026-01-01T00:00:00+00:00",
-                  "correlation_id": str(uuid.uuid4())},
+        event_id=uuid.uuid4(),
+        stream_type="test.job",
+        stream_id=uuid.uuid4(),
+        version=1,
+        type="test.job.requested",
+        schema_version=1,
+        data={"title": "not a job"},
+        metadata={
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": "2026-01-01T00:00:00+00:00",
+            "correlation_id": str(uuid.uuid4()),
+        },
     )
     outbox = OutboxMessage.objects.create(event=row)
     relay.publish_pending(ids=[outbox.pk])

@@ -22,7 +22,9 @@ def test_a_transient_failure_is_retried_with_growing_jittered_backoff_then_succe
 
     log = attempts("test.scripted", recorded)
     assert [(a.number, a.kind, a.outcome) for a in log] == [
-        (1, "transient", "retry"), (2, "transient", "retry"), (3, "transient", "retry"),
+        (1, "transient", "retry"),
+        (2, "transient", "retry"),
+        (3, "transient", "retry"),
     ]
     # exponential: ceilings base * 2**(n-1) (base 1 s, scaled), countdowns jittered below them
     assert [a.ceiling for a in log] == pytest.approx([1 * SCALE, 2 * SCALE, 4 * SCALE])
@@ -101,7 +103,9 @@ def test_unavailable_defers_without_spending_attempts(job) -> None:
 
     log = attempts("test.scripted", recorded)
     assert [(a.number, a.kind, a.outcome) for a in log] == [
-        (0, "unavailable", "defer"), (0, "unavailable", "defer"), (0, "unavailable", "defer"),
+        (0, "unavailable", "defer"),
+        (0, "unavailable", "defer"),
+        (0, "unavailable", "defer"),
         (1, "transient", "retry"),
     ]
     assert all(0 < a.countdown <= 0.25 for a in log[:3])  # until the dependency's retry_at
