@@ -41,3 +41,12 @@ def test_the_schema_and_swagger_ui_are_served_without_a_cdn() -> None:
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower()
     assert b"swagger-ui" in docs.content
+
+
+def test_an_unknown_api_url_is_a_json_404_in_the_error_shape() -> None:
+    response = Client().get("/api/v1/todos/not-a-uuid/")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"code": "not_found", "message": "Not found.", "fields": {}}
+    }
+    assert Client().get("/nowhere/").status_code == 404

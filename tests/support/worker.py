@@ -112,13 +112,33 @@ def start_worker(
     return worker
 
 
+# Set once the session's worker runs: from then on every transactional test lets it settle.
+session_worker_started = False
+
+
+@pytest.fixture(autouse=True)
+def _settle_after_transactional_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Let the session's worker finish a transactional test's messages before the tables are
+    flushed, so no handler runs into the next test (or deadlocks with the flush)."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not (marker.kwargs.get("transaction") or (marker.args and marker.args[0])):
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # so this teardown runs before the flush
+    yield
+    if session_worker_started:
+        settle()
+
+
 @pytest.fixture(scope="session")
 def celery_worker(
     django_db_setup: None, django_db_blocker, tmp_path_factory
 ) -> Iterator[WorkerProcess]:
     """A worker shared by the session's tests (they must be ``transaction=True``)."""
+    global session_worker_started
     with django_db_blocker.unblock():
         worker = start_worker(tmp_path_factory.mktemp("worker"))
+    session_worker_started = True
     yield worker
     worker.stop()
 

@@ -88,7 +88,7 @@ class KeysetPagination(BasePagination):
         raw = request.query_params.get("page_size")
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.max_page_size:
             raise serializers.ValidationError(
                 {"page_size": [f"Must be from 1 to {self.max_page_size}."]}
             )
@@ -115,8 +115,15 @@ class KeysetPagination(BasePagination):
             value, last_id, ordering = token["v"], int(token["id"]), token["o"]
             if ordering != self.ordering:
                 raise ValueError("cursor belongs to another ordering")
-            if self.ordering.removeprefix("-") in ("due_at", "created_at"):
+            name = self.ordering.removeprefix("-")
+            if name in ("due_at", "created_at"):
                 value = datetime.fromisoformat(value)
+                if value.tzinfo is None:
+                    raise ValueError("naive datetime")
+            elif name == "priority" and type(value) is not int:
+                raise TypeError("priority rank must be an integer")
+            elif name == "title" and (not isinstance(value, str) or "\x00" in value):
+                raise TypeError("title must be a string without NUL")
             return value, last_id
         except (
             ValueError,

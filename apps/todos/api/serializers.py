@@ -20,11 +20,18 @@ def _encodable(value: str) -> None:
 
 
 class TextField(serializers.CharField):
-    """A CharField that also refuses text PostgreSQL can't store (NUL is refused by DRF)."""
+    """A CharField that takes only strings, and only text PostgreSQL can store."""
+
+    default_error_messages = {"not_a_string": "Must be a string."}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.validators.append(_encodable)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):  # CharField would quietly turn 5 into "5"
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -44,14 +51,23 @@ class AwareDateTimeField(serializers.DateTimeField):
 
 
 class StrictSerializer(serializers.Serializer):
-    """Refuses fields it doesn't know, instead of silently dropping them."""
+    """Refuses fields it doesn't know, reported with every other field error."""
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(self.initial_data, dict):
-            unknown = sorted(set(self.initial_data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return attrs
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = {}
+        if isinstance(data, dict):
+            unknown = {
+                str(name): ["Unknown field."] for name in sorted(set(data) - set(self.fields))
+            }
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from exc
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
 
 
 class TodoInputSerializer(StrictSerializer):

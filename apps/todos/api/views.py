@@ -50,7 +50,7 @@ def expected_version(request: Request) -> int | None:
     if raw is None:
         return None
     value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise serializers.ValidationError({"If-Match": ['Must be a version number, e.g. "3".']})
     return int(value)
 
