@@ -213,6 +213,11 @@ def to_recorded(row: Event) -> RecordedEvent:
     )
 
 
+def stream_exists(stream_id: uuid.UUID) -> bool:
+    """Return whether any event was recorded for the stream."""
+    return Event.objects.filter(stream_id=stream_id).exists()
+
+
 def read_stream(stream_id: uuid.UUID, *, after_version: int = 0) -> list[RecordedEvent]:
     """Return the stream's events after ``after_version``, in version order."""
     rows = Event.objects.filter(stream_id=stream_id, version__gt=after_version).order_by("version")

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apps.eventstore.aggregates import Aggregate, applies
 from apps.resilience.taxonomy import BusinessRuleViolation
-from apps.todos import fields
+from apps.todos import fields, recurrence
 from apps.todos.events import (
     TodoCompleted,
     TodoCreated,
@@ -34,6 +34,8 @@ class Todo(Aggregate):
         self.priority = "medium"
         self.due_at: datetime | None = None
         self.tags: list[str] = []
+        self.recurrence: str | None = None
+        self.series_id: uuid.UUID | None = None
         self.status = OPEN
         self.status_before_delete = OPEN
         self.completed_at: datetime | None = None
@@ -41,13 +43,44 @@ class Todo(Aggregate):
 
     # -- commands ------------------------------------------------------------------------
     @classmethod
-    def create(cls, *, owner_id: int, todo_id: uuid.UUID | None = None, **values: Any) -> Todo:
+    def create(
+        cls,
+        *,
+        owner_id: int,
+        todo_id: uuid.UUID | None = None,
+        series_id: uuid.UUID | None = None,
+        **values: Any,
+    ) -> Todo:
         """Return a new todo; ``title`` is required, the other fields optional."""
         if "title" not in values:
             raise fields.InvalidTodo({"title": ["This field is required."]})
         todo = cls(todo_id or uuid.uuid4())
-        todo.record(TodoCreated(owner_id=owner_id, **fields.clean(values)))
+        todo.record(TodoCreated(owner_id=owner_id, series_id=series_id, **fields.clean(values)))
         return todo
+
+    def next_occurrence(self, completed_at: datetime) -> Todo | None:
+        """Return the next todo of this one's series, or None when it doesn't recur (any more).
+
+        Its id is derived from the series and its due date, so creating it twice (a
+        redelivered completion, or completing again after reopening) is a conflict, not a copy.
+        """
+        if not self.recurrence or self.status == DELETED:
+            return None
+        due = recurrence.next_after(self.recurrence, self.due_at or completed_at)
+        if due is None:
+            return None
+        series = self.series_id or self.id
+        return Todo.create(
+            owner_id=self.owner_id,
+            todo_id=uuid.uuid5(series, due.isoformat()),
+            series_id=series,
+            title=self.title,
+            description=self.description,
+            priority=self.priority,
+            due_at=due,
+            tags=list(self.tags),
+            recurrence=self.recurrence,
+        )
 
     def update(self, **values: Any) -> None:
         """Change the given fields; fields that keep their value are not recorded."""
@@ -88,6 +121,7 @@ class Todo(Aggregate):
         self.owner_id = event.owner_id
         self.title, self.description, self.priority = event.title, event.description, event.priority
         self.due_at, self.tags = event.due_at, list(event.tags)
+        self.recurrence, self.series_id = event.recurrence, event.series_id
 
     @applies(TodoUpdated)
     def _updated(self, event: TodoUpdated) -> None:

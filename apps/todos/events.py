@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,9 @@ class TodoCreated(DomainEvent):
     priority: str = "medium"
     due_at: datetime | None = None
     tags: list[str] = []
+    recurrence: str | None = None
+    # The first todo of a recurring series; its later occurrences carry its id.
+    series_id: uuid.UUID | None = None
 
 
 @event("todo.updated")

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.resilience.taxonomy import InvalidInput
+from apps.todos import recurrence
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
@@ -13,7 +14,7 @@ TAGS_MAX = 20
 TAG_MAX = 40
 PRIORITIES = ("low", "medium", "high", "urgent")
 PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
-EDITABLE = ("title", "description", "priority", "due_at", "tags")
+EDITABLE = ("title", "description", "priority", "due_at", "tags", "recurrence")
 
 
 class InvalidTodo(InvalidInput):
@@ -32,6 +33,7 @@ def clean(values: dict[str, Any]) -> dict[str, Any]:
         "priority": _priority,
         "due_at": _due_at,
         "tags": _tags,
+        "recurrence": _recurrence,
     }
     cleaned, errors = {}, {}
     for name, value in values.items():
@@ -89,6 +91,10 @@ def _due_at(value: Any) -> datetime | None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("Must include a time zone (e.g. 2026-01-31T09:00:00Z).")
     return value
+
+
+def _recurrence(value: Any) -> str | None:
+    return None if value is None else recurrence.normalise(value)
 
 
 def _tags(value: Any) -> list[str]:

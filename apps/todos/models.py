@@ -18,6 +18,8 @@ class TodoView(models.Model):
     priority_rank = models.PositiveSmallIntegerField()
     due_at = models.DateTimeField(null=True, blank=True)
     tags = models.JSONField(default=list)
+    recurrence = models.CharField(max_length=500, null=True, blank=True)  # noqa: DJ001 - null: no rule
+    series_id = models.UUIDField(null=True, blank=True)
     # "|tag1|tag2|": a tag filter is a substring match that works on every database.
     tags_text = models.TextField(blank=True)
     status = models.CharField(max_length=10)

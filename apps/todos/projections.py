@@ -66,6 +66,7 @@ def _mutate(view: TodoView | None, event: RecordedEvent, generation: int) -> Tod
             todo_id=event.stream_id,
             owner_id=payload.owner_id,
             status=OPEN,
+            series_id=payload.series_id,
             created_at=event.metadata.occurred_at,
         )
         _set_fields(view, payload.model_dump(include=set(fields.EDITABLE)))

@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from apps.eventstore import store
 from apps.eventstore.exceptions import ConcurrencyConflict, StreamNotFound
+from apps.eventstore.registry import RecordedEvent
 from apps.eventstore.repository import Repository, retry_on_conflict
 from apps.eventstore.store import CommandContext
 from apps.resilience.taxonomy import NotFound
@@ -36,6 +38,8 @@ class TodoState:
     priority: str
     due_at: datetime | None
     tags: list[str]
+    recurrence: str | None
+    series_id: uuid.UUID | None
     status: str
     completed_at: datetime | None
     deleted_at: datetime | None
@@ -51,6 +55,8 @@ class TodoState:
             priority=todo.priority,
             due_at=todo.due_at,
             tags=list(todo.tags),
+            recurrence=todo.recurrence,
+            series_id=todo.series_id,
             status=todo.status,
             completed_at=todo.completed_at,
             deleted_at=todo.deleted_at,
@@ -117,6 +123,23 @@ def restore_todo(
     expected_version: int | None = None,
 ) -> TodoState:
     return _run(owner_id, todo_id, context, expected_version, Todo.restore)
+
+
+def create_next_occurrence(*, completed: RecordedEvent) -> TodoState | None:
+    """Create the next todo of a recurring series after ``completed``; None if there is none.
+
+    Exactly once: the next todo's id is fixed by the series and its due date, so a second
+    attempt finds it exists (or conflicts with a concurrent one) and creates nothing.
+    """
+    todo = repository.load(completed.stream_id)
+    following = todo.next_occurrence(completed.payload.completed_at)
+    if following is None or store.stream_exists(following.id):
+        return None
+    try:
+        repository.save(following, CommandContext(actor_id="system").caused_by(completed))
+    except ConcurrencyConflict:
+        return None  # created meanwhile by a concurrent delivery
+    return TodoState.of(following)
 
 
 def load_todo(*, owner_id: int, todo_id: uuid.UUID) -> Todo:

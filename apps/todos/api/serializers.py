@@ -7,7 +7,7 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from apps.todos import fields
+from apps.todos import fields, recurrence
 
 
 def _encodable(value: str) -> None:
@@ -80,6 +80,15 @@ class TodoInputSerializer(StrictSerializer):
     tags = serializers.ListField(
         child=TextField(max_length=fields.TAG_MAX), max_length=fields.TAGS_MAX, required=False
     )
+    recurrence = TextField(max_length=500, allow_null=True, required=False)
+
+    def validate_recurrence(self, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return recurrence.normalise(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
 class TodoOutputSerializer(serializers.Serializer):
@@ -92,6 +101,8 @@ class TodoOutputSerializer(serializers.Serializer):
     priority = serializers.CharField()
     due_at = serializers.DateTimeField(allow_null=True)
     tags = serializers.ListField(child=serializers.CharField())
+    recurrence = serializers.CharField(allow_null=True)
+    series_id = serializers.UUIDField(allow_null=True)
     status = serializers.CharField()
     is_overdue = serializers.BooleanField()
     completed_at = serializers.DateTimeField(allow_null=True)
