@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "apps.eventstore",
     "apps.resilience",
     "apps.todos",
+    "apps.reminders",
+    "apps.notifications",
     "apps.console",
 ]
 
@@ -175,6 +177,7 @@ CELERY_TASK_ROUTES = {
     "backstop.deliver": {"queue": "handlers"},
     "backstop.outbox.*": {"queue": "maintenance"},
     "backstop.dead_letters.*": {"queue": "maintenance"},
+    "backstop.reminders.*": {"queue": "maintenance"},
 }
 # Poison messages (undecodable bodies, unknown tasks) become dead letters instead of vanishing.
 CELERY_WORKER_CONSUMER = "apps.resilience.consumer:DeadLetteringConsumer"
@@ -375,3 +378,19 @@ ESCALATION_CHANNELS = env_list("ESCALATION_CHANNELS", ["log", "mail_admins", "se
 ESCALATION_WEBHOOK_URL = env_str("ESCALATION_WEBHOOK_URL")
 ADMINS = [("Backstop operators", a) for a in env_list("ADMIN_EMAILS", [])]
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+
+# --- Reminders and notifications ------------------------------------------------------------
+# How often beat fires due reminders, and how many one transaction claims.
+REMINDER_SWEEP_SECONDS = env_float("REMINDER_SWEEP_SECONDS", 10.0)
+REMINDER_SWEEP_BATCH = env_int("REMINDER_SWEEP_BATCH", 200)
+# Webhooks must be https and public; this allows http and private addresses (tests, local use).
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", DEBUG)
+WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 3.0)
+WEBHOOK_READ_TIMEOUT = env_float("WEBHOOK_READ_TIMEOUT", 5.0)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "backstop@localhost")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)

@@ -17,6 +17,8 @@ urlpatterns = [
     path("health/", health, name="health"),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/v1/", include("apps.todos.api.urls")),
+    path("api/v1/", include("apps.reminders.api.urls")),
+    path("api/v1/", include("apps.notifications.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

@@ -273,6 +273,7 @@ def _dead_letter(
         next_attempt_at=None,
     )
     _tell_people(exc, letter)
+    _call_hook(sub, "on_dead_letter", letter, row)
     return "dead_lettered"
 
 
@@ -322,14 +323,19 @@ def _record_attempt(
 
 
 def _call_error_hook(sub: Subscription, exc: Exception, row: Event) -> None:
-    """Call the handler's ``handle_error`` hook; whatever it raises is logged, never propagated."""
-    hook = sub.options.get("handle_error")
+    _call_hook(sub, "handle_error", exc, row)
+
+
+def _call_hook(sub: Subscription, name: str, *args: Any) -> None:
+    """Call the handler's ``handle_error`` or ``on_dead_letter`` hook; whatever it raises is
+    logged, never propagated: a hook can't stop the pipeline."""
+    hook = sub.options.get(name)
     if hook is None:
         return
     try:
-        hook(exc, row)
+        hook(*args)
     except Exception:
-        logger.exception("handle_error of %s raised; the pipeline goes on", sub.name)
+        logger.exception("%s of %s raised; the pipeline goes on", name, sub.name)
 
 
 def _describe(exc: BaseException) -> str:

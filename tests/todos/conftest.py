@@ -1,54 +1,12 @@
-"""Personas and API clients for the todos tests.
-
-Alice and Bob are ordinary users. Bob must never see, change or even learn of the
-existence of Alice's todos: every attempt is a 404.
-"""
+"""Helpers of the todos tests (the personas live in tests/support/api.py)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from apps.eventstore import projections
 from apps.todos.models import TodoView
 from tests.support.waiting import wait_until
-from tests.support.worker import WorkerProcess, settle
-
-
-class Api:
-    """An API client signed in as one user, with a few conveniences."""
-
-    def __init__(self, username: str) -> None:
-        self.user = get_user_model().objects.create_user(
-            username, f"{username}@example.test", f"pw-{username}-1"
-        )
-        self.client = APIClient()
-        self.client.credentials(
-            HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=self.user).key}"
-        )
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.client.get(f"/api/v1/{path}", params)
-
-    def post(self, path: str, body: Any = None, **headers: str) -> Any:
-        return self.client.post(f"/api/v1/{path}", body, format="json", headers=headers)
-
-    def patch(self, path: str, body: Any, **headers: str) -> Any:
-        return self.client.patch(f"/api/v1/{path}", body, format="json", headers=headers)
-
-    def delete(self, path: str, **headers: str) -> Any:
-        return self.client.delete(f"/api/v1/{path}", headers=headers)
-
-    def create(self, **fields: Any) -> dict[str, Any]:
-        response = self.post("todos/", {"title": "Buy milk", **fields})
-        assert response.status_code == 201, response.json()
-        return response.json()
 
 
 def projected(todo_id: str | uuid.UUID, version: int, timeout: float = 20) -> TodoView:
@@ -63,20 +21,3 @@ def projected(todo_id: str | uuid.UUID, version: int, timeout: float = 20) -> To
     return wait_until(
         applied, timeout=timeout, message=f"todo {todo_id} v{version} in the read model"
     )
-
-
-@pytest.fixture
-def alice() -> Api:
-    return Api("alice")
-
-
-@pytest.fixture
-def bob() -> Api:
-    return Api("bob")
-
-
-@pytest.fixture
-def worker(celery_worker: WorkerProcess) -> Iterator[WorkerProcess]:
-    """The session's worker, settled after the test so nothing leaks into the next one."""
-    yield celery_worker
-    settle()

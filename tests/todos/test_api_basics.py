@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.todos.conftest import Api, projected
+from tests.support.api import Api
+from tests.todos.conftest import projected
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
 

@@ -22,7 +22,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from apps.eventstore.models import Event
 from apps.todos import fields as todo_fields
-from tests.todos.conftest import Api
+from tests.support.api import Api
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,9 @@ import pytest
 
 from apps.eventstore.models import Event
 from apps.todos.models import TodoView
+from tests.support.api import Api
 from tests.support.waiting import wait_until
-from tests.todos.conftest import Api, projected
+from tests.todos.conftest import projected
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
 

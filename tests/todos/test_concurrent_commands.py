@@ -16,8 +16,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.eventstore.models import Event
+from tests.support.api import Api
 from tests.support.threads import run_in_threads
-from tests.todos.conftest import Api, projected
+from tests.todos.conftest import projected
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
 

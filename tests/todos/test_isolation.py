@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from apps.eventstore.models import Event
-from tests.todos.conftest import Api, projected
+from tests.support.api import Api
+from tests.todos.conftest import projected
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
 

@@ -11,8 +11,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from django.utils import timezone
 
+from tests.support.api import Api
 from tests.support.waiting import wait_until
-from tests.todos.conftest import Api, projected
+from tests.todos.conftest import projected
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
 

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('todos', '0001_initial'),
+        ("todos", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='todoview',
-            name='recurrence',
+            model_name="todoview",
+            name="recurrence",
             field=models.CharField(blank=True, max_length=500, null=True),
         ),
         migrations.AddField(
-            model_name='todoview',
-            name='series_id',
+            model_name="todoview",
+            name="series_id",
             field=models.UUIDField(blank=True, null=True),
         ),
     ]

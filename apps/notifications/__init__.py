@@ -1,0 +1,1 @@
+"""Notifications: email and webhook deliveries, breaker-guarded, each delivered once."""

@@ -1,0 +1,92 @@
+"""The notifications API: the user's channels (/me/) and their deliveries."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.notifications import services
+from apps.notifications.models import NotificationSettings, NotificationState
+from apps.todos.api.serializers import StrictSerializer, TextField
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.EmailField()
+    webhook_url = serializers.CharField()
+    webhook_secret_set = serializers.BooleanField()
+
+
+class MeUpdateSerializer(StrictSerializer):
+    webhook_url = TextField(max_length=2000, allow_blank=True)
+    rotate_webhook_secret = serializers.BooleanField(default=False)
+
+
+def _me(request: Request, row: NotificationSettings | None) -> dict[str, object]:
+    user = request.user
+    return {
+        "id": user.pk,
+        "username": user.get_username(),
+        "email": user.email,
+        "webhook_url": row.webhook_url if row else "",
+        "webhook_secret_set": bool(row and row.webhook_secret),
+    }
+
+
+class MeView(APIView):
+    @extend_schema(responses=MeSerializer)
+    def get(self, request: Request) -> Response:
+        row = NotificationSettings.objects.filter(user_id=request.user.pk).first()
+        return Response(MeSerializer(_me(request, row)).data)
+
+    @extend_schema(request=MeUpdateSerializer, responses=MeSerializer)
+    def patch(self, request: Request) -> Response:
+        data = MeUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        row, secret = services.set_webhook(
+            user_id=request.user.pk,
+            url=data.validated_data["webhook_url"],
+            rotate_secret=data.validated_data["rotate_webhook_secret"],
+        )
+        body = dict(MeSerializer(_me(request, row)).data)
+        if secret is not None:
+            body["webhook_secret"] = secret  # shown once: sign-check X-Backstop-Signature with it
+        return Response(body)
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="notification_id")
+
+    class Meta:
+        model = NotificationState
+        fields = [
+            "id",
+            "channel",
+            "target",
+            "status",
+            "attempts",
+            "last_error",
+            "source_type",
+            "source_event_id",
+            "created_at",
+            "sent_at",
+        ]
+
+
+class NewestFirst(CursorPagination):
+    ordering = ("-created_at", "-notification_id")
+    page_size = 50
+
+
+class NotificationListView(ListAPIView):
+    serializer_class = NotificationSerializer
+    pagination_class = NewestFirst
+
+    def get_queryset(self):
+        return NotificationState.objects.filter(owner_id=self.request.user.pk)

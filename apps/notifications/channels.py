@@ -1,0 +1,73 @@
+"""Sending one notification on one channel, through the channel's circuit breaker."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.core.mail import EmailMessage
+
+from apps.notifications.aggregates import Notification
+from apps.notifications.webhooks import check_url, sign
+from apps.resilience.breakers import CircuitBreaker
+from apps.resilience.taxonomy import InvalidInput
+
+
+def send_email(notification: Notification, address: str) -> str:
+    """Send the notification to ``address`` through Django's email backend; return it."""
+    if not address:
+        raise InvalidInput("the user has no email address")
+    todo = notification.body.get("todo", {})
+    message = EmailMessage(
+        subject=f"Reminder: {todo.get('title', 'a todo')}",
+        body=_email_text(notification.body),
+        to=[address],
+        headers={
+            "Idempotency-Key": str(notification.id),
+            "X-Backstop-Event": notification.source_type,
+        },
+    )
+    with CircuitBreaker("email").guard():
+        message.send(fail_silently=False)
+    return address
+
+
+def _email_text(body: dict[str, Any]) -> str:
+    todo, reminder = body.get("todo", {}), body.get("reminder", {})
+    due = f"\nDue: {todo['due_at']}" if todo.get("due_at") else ""
+    return f"{todo.get('title', '')}{due}\n\nReminder set for {reminder.get('remind_at', '')}.\n"
+
+
+def send_webhook(notification: Notification, url: str, secret: str) -> str:
+    """POST the notification as signed JSON; a non-2xx answer raises (classified by status)."""
+    host = check_url(url)  # again at delivery time: DNS may have changed since it was set
+    body = json.dumps(
+        {
+            "event_type": notification.source_type,
+            "event_id": str(notification.source_event_id),
+            "occurred_at": notification.occurred_at.isoformat()
+            if notification.occurred_at
+            else None,
+            **notification.body,
+        },
+        separators=(",", ":"),
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Idempotency-Key": str(notification.id),
+        "X-Backstop-Event": notification.source_type,
+        "X-Backstop-Signature": sign(body, secret),
+    }
+    timeout = httpx.Timeout(settings.WEBHOOK_READ_TIMEOUT, connect=settings.WEBHOOK_CONNECT_TIMEOUT)
+    with CircuitBreaker(f"webhook:{host}").guard():
+        response = httpx.post(
+            url, content=body, headers=headers, timeout=timeout, follow_redirects=False
+        )
+        if response.is_redirect:
+            raise InvalidInput(
+                f"the webhook answered a redirect ({response.status_code}); not followed"
+            )
+        response.raise_for_status()
+    return url

@@ -1,0 +1,43 @@
+"""What notifications do: request one per channel when a reminder fires, then deliver each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.eventstore.models import Event
+from apps.eventstore.registry import RecordedEvent
+from apps.eventstore.store import CommandContext
+from apps.eventstore.subscriptions import handles
+from apps.notifications import services
+from apps.notifications.events import NotificationRequested
+from apps.reminders.events import ReminderTriggered
+from apps.resilience.models import DeadLetter
+
+
+@handles(ReminderTriggered, name="notifications.request")
+def request_notifications(recorded: RecordedEvent) -> None:
+    services.request_for_reminder(recorded)
+
+
+def _attempt_failed(exc: Exception, row: Event) -> None:
+    services.record_attempt_failed(row.stream_id, exc)
+
+
+def _dead_lettered(letter: DeadLetter, row: Event) -> None:
+    services.record_failed(
+        row.stream_id,
+        kind=letter.kind,
+        error=f"{letter.exception_type}: {letter.message}",
+        context=CommandContext(actor_id="system"),
+    )
+
+
+@handles(
+    NotificationRequested,
+    name="notifications.deliver",
+    handle_error=_attempt_failed,
+    on_dead_letter=_dead_lettered,
+)
+def deliver_notification(recorded: RecordedEvent) -> Any:
+    """Send the notification; failures follow the taxonomy (breakers, Retry-After, dead letters)."""
+    services.deliver(recorded.stream_id, CommandContext(actor_id="system").caused_by(recorded))

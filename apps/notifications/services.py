@@ -1,0 +1,144 @@
+"""Notification commands: a user's channels, requesting notifications, recording deliveries."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.eventstore.registry import RecordedEvent
+from apps.eventstore.repository import Repository
+from apps.eventstore.store import CommandContext
+from apps.notifications import channels
+from apps.notifications.aggregates import REQUESTED, Notification
+from apps.notifications.models import NotificationSettings, NotificationState
+from apps.notifications.webhooks import check_url
+from apps.reminders.events import ReminderTriggered
+from apps.todos.services import repository as todos
+
+repository = Repository(Notification)
+State = NotificationState.Status
+
+
+def set_webhook(
+    *, user_id: int, url: str, rotate_secret: bool = False
+) -> tuple[NotificationSettings, str | None]:
+    """Set (or clear, with "") the user's webhook URL; return the settings and a new secret.
+
+    A secret is made when the first URL is set or when asked to rotate; it is returned
+    only then, for the user to keep.
+    """
+    if url:
+        check_url(url)
+    row, _ = NotificationSettings.objects.get_or_create(user_id=user_id)
+    shown = None
+    if url and (rotate_secret or not row.webhook_secret):
+        row.webhook_secret = shown = secrets.token_urlsafe(32)
+    row.webhook_url = url
+    row.save()
+    return row, shown
+
+
+def request_for_reminder(triggered: RecordedEvent) -> list[uuid.UUID]:
+    """Request one notification per channel of a triggered reminder; return their ids."""
+    from apps.reminders.services import repository as reminders
+
+    assert isinstance(triggered.payload, ReminderTriggered)
+    reminder = reminders.load(triggered.stream_id)
+    todo = todos.load(reminder.todo_id)
+    body = {
+        "todo": {
+            "id": str(todo.id),
+            "title": todo.title,
+            "due_at": _iso(todo.due_at),
+            "priority": todo.priority,
+        },
+        "reminder": {"id": str(reminder.id), "remind_at": _iso(triggered.payload.remind_at)},
+    }
+    requested = [
+        Notification.request(
+            owner_id=reminder.owner_id,
+            channel=channel,
+            source_event_id=triggered.event_id,
+            source_type=triggered.type,
+            occurred_at=triggered.metadata.occurred_at,
+            body=body,
+        )
+        for channel in reminder.channels
+    ]
+    context = CommandContext(actor_id="system").caused_by(triggered)
+    with transaction.atomic():
+        repository.save_many(requested, context)
+        for notification in requested:
+            NotificationState.objects.create(
+                notification_id=notification.id,
+                owner_id=notification.owner_id,
+                channel=notification.channel,
+                status=State.REQUESTED,
+                source_type=triggered.type,
+                source_event_id=triggered.event_id,
+            )
+    return [n.id for n in requested]
+
+
+def deliver(notification_id: uuid.UUID, context: CommandContext) -> None:
+    """Send a requested notification on its channel and record it sent (in the caller's
+    transaction); a failure raises, for the runtime to classify."""
+    notification = repository.load(notification_id)
+    if notification.status != REQUESTED:
+        return
+    target = _send(notification)
+    notification.sent(at=timezone.now(), target=target)
+    repository.save(notification, context)
+    NotificationState.objects.filter(notification_id=notification_id).update(
+        status=State.SENT,
+        target=target,
+        sent_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        last_error="",
+    )
+
+
+def _send(notification: Notification) -> str:
+    user = get_user_model().objects.get(pk=notification.owner_id)
+    if notification.channel == "email":
+        return channels.send_email(notification, user.email)
+    row = NotificationSettings.objects.filter(user_id=user.pk).first()
+    if row is None or not row.webhook_url:
+        from apps.resilience.taxonomy import InvalidInput
+
+        raise InvalidInput("the user has no webhook URL")
+    return channels.send_webhook(notification, row.webhook_url, row.webhook_secret)
+
+
+def record_attempt_failed(notification_id: uuid.UUID, exc: BaseException) -> None:
+    """Count a failed attempt and keep its error, for the user's delivery list."""
+    NotificationState.objects.filter(
+        notification_id=notification_id, status__in=[State.REQUESTED, State.RETRYING]
+    ).update(
+        status=State.RETRYING,
+        attempts=F("attempts") + 1,
+        last_error=f"{type(exc).__name__}: {exc}"[:2000],
+    )
+
+
+def record_failed(
+    notification_id: uuid.UUID, *, kind: str, error: str, context: CommandContext
+) -> None:
+    """Record that the notification will not be delivered (it was dead-lettered)."""
+    with transaction.atomic():
+        notification = repository.load(notification_id)
+        notification.failed(kind=kind, error=error)
+        repository.save(notification, context)
+        NotificationState.objects.filter(notification_id=notification_id).update(
+            status=State.FAILED, last_error=error[:2000]
+        )
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,83 @@
+"""The reminders API: schedule and list a todo's reminders, snooze and cancel one."""
+
+from __future__ import annotations
+
+import uuid
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.reminders import selectors, services
+from apps.reminders.aggregates import CHANNELS, SNOOZE_MINUTES
+from apps.todos.api.serializers import AwareDateTimeField, StrictSerializer
+from apps.todos.api.views import context_of
+
+
+class ScheduleSerializer(StrictSerializer):
+    remind_at = AwareDateTimeField()
+    channels = serializers.ListField(
+        child=serializers.ChoiceField(choices=CHANNELS),
+        min_length=1,
+        max_length=len(CHANNELS),
+        default=["email"],
+    )
+
+
+class SnoozeSerializer(StrictSerializer):
+    minutes = serializers.IntegerField(min_value=SNOOZE_MINUTES[0], max_value=SNOOZE_MINUTES[1])
+
+
+class ReminderSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="reminder_id")
+    todo_id = serializers.UUIDField()
+    remind_at = serializers.DateTimeField()
+    channels = serializers.ListField(child=serializers.CharField())
+    status = serializers.CharField()
+    version = serializers.IntegerField()
+    triggered_at = serializers.DateTimeField(allow_null=True)
+    cancel_reason = serializers.CharField()
+
+
+class TodoRemindersView(APIView):
+    @extend_schema(responses=ReminderSerializer(many=True))
+    def get(self, request: Request, todo_id: uuid.UUID) -> Response:
+        rows = selectors.reminders_of_todo(request.user.pk, todo_id)
+        return Response(ReminderSerializer(rows, many=True).data)
+
+    @extend_schema(request=ScheduleSerializer, responses={201: ReminderSerializer})
+    def post(self, request: Request, todo_id: uuid.UUID) -> Response:
+        data = ScheduleSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        state = services.schedule_reminder(
+            owner_id=request.user.pk,
+            todo_id=todo_id,
+            context=context_of(request),
+            **data.validated_data,
+        )
+        return Response(ReminderSerializer(state).data, status=status.HTTP_201_CREATED)
+
+
+class SnoozeView(APIView):
+    @extend_schema(request=SnoozeSerializer, responses=ReminderSerializer)
+    def post(self, request: Request, reminder_id: uuid.UUID) -> Response:
+        data = SnoozeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        state = services.snooze_reminder(
+            owner_id=request.user.pk,
+            reminder_id=reminder_id,
+            context=context_of(request),
+            **data.validated_data,
+        )
+        return Response(ReminderSerializer(state).data)
+
+
+class ReminderView(APIView):
+    @extend_schema(request=None, responses=ReminderSerializer)
+    def delete(self, request: Request, reminder_id: uuid.UUID) -> Response:
+        state = services.cancel_reminder(
+            owner_id=request.user.pk, reminder_id=reminder_id, context=context_of(request)
+        )
+        return Response(ReminderSerializer(state).data)

@@ -1,0 +1,163 @@
+"""Reminder commands. Each writes its events and the reminder's state in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.eventstore.repository import Repository
+from apps.eventstore.store import CommandContext
+from apps.reminders.aggregates import PENDING, Reminder
+from apps.reminders.models import ReminderState
+from apps.resilience.taxonomy import BusinessRuleViolation, NotFound
+from apps.todos.aggregates import OPEN
+from apps.todos.services import load_todo
+
+repository = Repository(Reminder)
+MAX_PENDING_PER_TODO = 10
+
+
+class ReminderNotFound(NotFound):
+    def __init__(self, reminder_id: uuid.UUID) -> None:
+        super().__init__(f"reminder {reminder_id} not found")
+
+
+def schedule_reminder(
+    *,
+    owner_id: int,
+    todo_id: uuid.UUID,
+    remind_at: datetime,
+    channels: list[str],
+    context: CommandContext,
+) -> ReminderState:
+    """Schedule a reminder of the owner's open todo (at most 10 pending per todo)."""
+    with transaction.atomic():
+        _lock_todo(todo_id)
+        todo = load_todo(owner_id=owner_id, todo_id=todo_id)
+        if todo.status != OPEN:
+            raise BusinessRuleViolation(f"no reminders on a {todo.status} todo")
+        pending = ReminderState.objects.filter(todo_id=todo_id, status=PENDING).count()
+        if pending >= MAX_PENDING_PER_TODO:
+            raise BusinessRuleViolation(
+                f"a todo has at most {MAX_PENDING_PER_TODO} pending reminders"
+            )
+        reminder = Reminder.schedule(
+            todo_id=todo_id,
+            owner_id=owner_id,
+            remind_at=remind_at,
+            channels=channels,
+            now=timezone.now(),
+        )
+        repository.save(reminder, context)
+        return _keep_state(reminder)
+
+
+def snooze_reminder(
+    *, owner_id: int, reminder_id: uuid.UUID, minutes: int, context: CommandContext
+) -> ReminderState:
+    with transaction.atomic():
+        reminder = _load_owned(owner_id, reminder_id)
+        reminder.snooze(minutes, timezone.now())
+        repository.save(reminder, context)
+        return _keep_state(reminder)
+
+
+def cancel_reminder(
+    *,
+    owner_id: int,
+    reminder_id: uuid.UUID,
+    context: CommandContext,
+    reason: str = "cancelled by its owner",
+) -> ReminderState:
+    with transaction.atomic():
+        reminder = _load_owned(owner_id, reminder_id)
+        reminder.cancel(reason)
+        repository.save(reminder, context)
+        return _keep_state(reminder, cancel_reason=reason)
+
+
+def cancel_pending_of_todo(*, todo_id: uuid.UUID, reason: str, context: CommandContext) -> int:
+    """Cancel every pending reminder of a todo (it was completed or deleted); return how many."""
+    with transaction.atomic():
+        _lock_todo(todo_id)
+        ids = list(
+            ReminderState.objects.select_for_update()
+            .filter(todo_id=todo_id, status=PENDING)
+            .values_list("reminder_id", flat=True)
+        )
+        reminders = [repository.load(reminder_id) for reminder_id in ids]
+        for reminder in reminders:
+            reminder.cancel(reason)
+        repository.save_many(reminders, context)
+        for reminder in reminders:
+            _keep_state(reminder, cancel_reason=reason)
+    return len(reminders)
+
+
+def fire_due_reminders(*, batch: int | None = None) -> int:
+    """Trigger every pending reminder that is due; return how many fired.
+
+    1. In one transaction, claim up to ``batch`` due reminders with ``FOR UPDATE SKIP
+       LOCKED``: a second beat or worker running this at the same moment skips them.
+    2. Record ``reminder.triggered`` for each (one append) and mark them triggered.
+    3. Commit, and go on with the next batch until none is due. A reminder that fell due
+       while no worker ran fires on the first run after, late but once.
+    """
+    size = batch or settings.REMINDER_SWEEP_BATCH
+    fired = 0
+    while True:
+        with transaction.atomic():
+            due = list(
+                ReminderState.objects.select_for_update(skip_locked=True)
+                .filter(status=PENDING, remind_at__lte=timezone.now())
+                .order_by("remind_at")
+                .values_list("reminder_id", flat=True)[:size]
+            )
+            reminders = [repository.load(reminder_id) for reminder_id in due]
+            now = timezone.now()
+            for reminder in reminders:
+                reminder.trigger(now)
+            repository.save_many(reminders, CommandContext(actor_id="system"))
+            for reminder in reminders:
+                _keep_state(reminder, triggered_at=now)
+        fired += len(due)
+        if len(due) < size:
+            return fired
+
+
+def _load_owned(owner_id: int, reminder_id: uuid.UUID) -> Reminder:
+    state = (
+        ReminderState.objects.select_for_update()
+        .filter(reminder_id=reminder_id, owner_id=owner_id)
+        .first()
+    )
+    if state is None:
+        raise ReminderNotFound(reminder_id)
+    return repository.load(reminder_id)
+
+
+def _lock_todo(todo_id: uuid.UUID) -> None:
+    """Serialise reminder commands of one todo, so the pending limit holds under concurrency."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"reminders:{todo_id}"])
+
+
+def _keep_state(reminder: Reminder, **extra: object) -> ReminderState:
+    state, _ = ReminderState.objects.update_or_create(
+        reminder_id=reminder.id,
+        defaults={
+            "todo_id": reminder.todo_id,
+            "owner_id": reminder.owner_id,
+            "remind_at": reminder.remind_at,
+            "channels": reminder.channels,
+            "status": reminder.status,
+            "version": reminder.version,
+            **extra,
+        },
+    )
+    return state
