@@ -7,6 +7,7 @@ else; the handler task base asks this module and the retry policy what to do.
 from __future__ import annotations
 
 import json
+import smtplib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -65,6 +66,12 @@ _BY_TYPE: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Erro
     (ObjectDoesNotExist, ErrorKind.NOT_FOUND),
     (PermissionDenied, ErrorKind.AUTHORIZATION),
     (ImproperlyConfigured, ErrorKind.CONFIGURATION),
+    # The mail server refused the message itself: sending it again won't help.
+    (
+        (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError),
+        ErrorKind.VALIDATION,
+    ),
+    (smtplib.SMTPException, ErrorKind.TRANSIENT),
     ((httpx.TimeoutException, redis.TimeoutError, TimeoutError), ErrorKind.TIMEOUT),
     ((httpx.TransportError, redis.ConnectionError, ConnectionError), ErrorKind.TRANSIENT),
 ]

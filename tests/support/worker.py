@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from tests.support.timings import TEST_TIMINGS
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+# Where the workers of this test process write the mail they send.
+MAIL_DIR = Path(tempfile.gettempdir()) / f"backstop-mail-{os.getpid()}"
 # Handler modules of the tests, imported by every worker the tests start.
 TEST_HANDLER_MODULES = "tests.eventstore.counter,tests.resilience.handlers"
 
@@ -57,6 +60,9 @@ def worker_env(**extra: str) -> dict[str, str]:
         EVENTSTORE_EXTRA_HANDLER_MODULES=TEST_HANDLER_MODULES,
         PYTHONPATH=str(ROOT),
         **{name: str(value) for name, value in TEST_TIMINGS.items()},
+        # Workers write mail to files the tests read (Django's file backend).
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(MAIL_DIR),
     )
     env.update(extra)
     return env
