@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from apps.eventstore.models import Event, OutboxMessage
+from apps.eventstore import projections
+from apps.eventstore.models import Event, OutboxMessage, ProjectionState
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -34,3 +35,20 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "event", "created_at", "published_at", "attempts", "last_error"]
     list_select_related = ["event"]
     list_filter = [("published_at", admin.EmptyFieldListFilter)]
+
+
+@admin.register(ProjectionState)
+class ProjectionStateAdmin(ReadOnlyAdmin):
+    list_display = [
+        "name",
+        "generation",
+        "position",
+        "lag",
+        "rebuilding",
+        "rebuilt_at",
+        "updated_at",
+    ]
+
+    @admin.display(description="lag (positions)")
+    def lag(self, state: ProjectionState) -> int:
+        return projections.lag(state.name)
