@@ -50,3 +50,6 @@ lock: install
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
+
+bench: install services
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)

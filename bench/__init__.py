@@ -1,0 +1,1 @@
+"""Backstop's benchmarks: ``make bench`` (``QUICK=1`` for a short smoke run)."""

@@ -1,0 +1,238 @@
+"""Each scenario: our figure and, where there is one, a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+from django.conf import settings
+from django.db import connection, connections
+
+from bench.harness import Measured, Processes, Result, repeat, wait_for
+
+
+@dataclass(frozen=True)
+class Sizes:
+    appends: int
+    pipeline: int
+    replay: int
+    api_todos: int
+    api_requests: int
+    dead_letters: int
+    repeats: int = 5
+
+    @classmethod
+    def of(cls, quick: bool) -> Sizes:
+        if quick:
+            return cls(
+                appends=200,
+                pipeline=200,
+                replay=3000,
+                api_todos=1000,
+                api_requests=200,
+                dead_letters=5000,
+            )
+        return cls(
+            appends=2000,
+            pipeline=2000,
+            replay=200_000,
+            api_todos=10_000,
+            api_requests=2000,
+            dead_letters=100_000,
+        )
+
+
+def _raw() -> psycopg.Connection:
+    db = settings.DATABASES["default"]
+    return psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
+
+
+RAW_INSERT = (
+    "INSERT INTO bench_raw_event (event_id, stream_type, stream_id, version, type,"
+    " schema_version, data, metadata, recorded_at) VALUES "
+)
+RAW_ROW = (
+    "(%s, 'bench.ticker', %s, %s, 'bench.ticked', 1, '{\"n\": 0}', '{\"actor_id\": null}', now())"
+)
+
+
+def create_raw_table() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_raw_event")
+        cursor.execute("CREATE TABLE bench_raw_event (LIKE eventstore_event INCLUDING ALL)")
+
+
+def _raw_appends(count: int, per_commit: int) -> float:
+    with _raw() as conn:
+        started = time.perf_counter()
+        for _ in range(count // per_commit):
+            stream = uuid.uuid4()
+            values = ", ".join([RAW_ROW] * per_commit)
+            params = [p for v in range(1, per_commit + 1) for p in (uuid.uuid4(), stream, v)]
+            conn.execute(RAW_INSERT + values, params)
+            conn.commit()
+        return count / (time.perf_counter() - started)
+
+
+def _our_appends(count: int, per_commit: int) -> float:
+    from apps.eventstore.repository import Repository
+    from apps.eventstore.store import CommandContext
+    from bench.domain import Ticker, new_ticker
+
+    repo, context = Repository(Ticker), CommandContext(actor_id="bench")
+    started = time.perf_counter()
+    for _ in range(count // per_commit):
+        repo.save(new_ticker(per_commit), context)
+    return count / (time.perf_counter() - started)
+
+
+def _threaded(run: Callable[[int], float], writers: int, count: int) -> float:
+    barrier = threading.Barrier(writers)
+    done: list[float] = []
+
+    def writer() -> None:
+        barrier.wait()
+        run(count // writers)
+        connections.close_all()
+
+    threads = [threading.Thread(target=writer) for _ in range(writers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.append(count / (time.perf_counter() - started))
+    return done[0]
+
+
+def append(sizes: Sizes, per_commit: int, writers: int = 1) -> Result:
+    settings.OUTBOX_PUBLISH_ON_COMMIT = False  # the relay is measured by the pipeline scenario
+    n = sizes.appends if per_commit == 1 else sizes.appends * 10
+    if writers == 1:
+        ours = repeat(lambda: _our_appends(n, per_commit), sizes.repeats)
+        base = repeat(lambda: _raw_appends(n, per_commit), sizes.repeats)
+    else:
+        ours = repeat(lambda: _threaded(lambda c: _our_appends(c, 1), writers, n), sizes.repeats)
+        base = repeat(lambda: _threaded(lambda c: _raw_appends(c, 1), writers, n), sizes.repeats)
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+    events = "1 event" if per_commit == 1 else f"{per_commit} events"
+    label = f"append, {events} per commit, {writers} writer{'s' * (writers > 1)}"
+    ratio = ours.median / base.median
+    return Result(label, "events/s", ours, base, "≥ 0.5 of baseline", ratio >= 0.5)
+
+
+def _todo_events(count: int) -> list[int]:
+    """Write ``count`` todo.created events (no publishing); return their outbox ids."""
+    from apps.eventstore.models import OutboxMessage
+    from apps.eventstore.repository import Repository
+    from apps.eventstore.store import CommandContext
+    from apps.todos.aggregates import Todo
+
+    settings.OUTBOX_PUBLISH_ON_COMMIT = False
+    repo = Repository(Todo)
+    first = OutboxMessage.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    for start in range(0, count, 500):
+        todos = [
+            Todo.create(owner_id=1, title=f"bench {n}")
+            for n in range(start, min(count, start + 500))
+        ]
+        repo.save_many(todos, CommandContext(actor_id="bench"))
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+    return list(
+        OutboxMessage.objects.filter(id__gt=first, published_at__isnull=True).values_list(
+            "id", flat=True
+        )
+    )
+
+
+def _projected(count: int, since_id: int) -> bool:
+    from apps.resilience.models import Delivery
+
+    return (
+        Delivery.objects.filter(
+            handler="todos.projection", status="succeeded", id__gt=since_id
+        ).count()
+        >= count
+    )
+
+
+def _pipeline_run(count: int) -> float:
+    from apps.eventstore import relay
+    from apps.resilience.models import Delivery
+
+    ids = _todo_events(count)
+    since = Delivery.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    started = time.perf_counter()
+    relay.publish_pending(ids=ids, limit=len(ids))
+    wait_for(lambda: _projected(count, since), timeout=600, what="the pipeline to drain")
+    return count / (time.perf_counter() - started)
+
+
+def _noop_run(count: int) -> float:
+    import redis
+    from celery import current_app
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete("bench:noop")
+    started = time.perf_counter()
+    with current_app.producer_or_acquire() as producer:
+        for _ in range(count):
+            current_app.send_task("bench.noop", queue="handlers", producer=producer)
+    wait_for(lambda: int(client.get("bench:noop") or 0) >= count, timeout=600, what="no-op tasks")
+    return count / (time.perf_counter() - started)
+
+
+def pipeline(sizes: Sizes, processes: Processes) -> tuple[Result, float]:
+    ours = repeat(lambda: _pipeline_run(sizes.pipeline), sizes.repeats)
+    base = repeat(lambda: _noop_run(sizes.pipeline), sizes.repeats)
+    ratio = ours.median / base.median
+    result = Result(
+        "pipeline, 2 worker processes", "events/s", ours, base, "≥ 0.3 of baseline", ratio >= 0.3
+    )
+    return result, ours.median
+
+
+def latency(sizes: Sizes, max_rate: float) -> Result:
+    """Create todos at half the pipeline's throughput; latency = recorded -> projection done."""
+    from apps.eventstore.models import Event
+    from apps.eventstore.store import CommandContext
+    from apps.resilience.models import Delivery
+    from apps.todos import services
+
+    rate = max(1.0, max_rate / 2)
+    count = min(sizes.pipeline, int(rate * 20))  # at most ~20 s of load
+    context = CommandContext(actor_id="bench")
+    ids, started = [], time.perf_counter()
+    for n in range(count):
+        time.sleep(max(0.0, started + n / rate - time.perf_counter()))  # pacing the load
+        ids.append(services.create_todo(owner_id=2, context=context, title=f"latency {n}").id)
+    wait_for(lambda: _delivered(ids), timeout=300, what="latency todos to be projected")
+    recorded = dict(Event.objects.filter(stream_id__in=ids).values_list("event_id", "recorded_at"))
+    done = Delivery.objects.filter(handler="todos.projection", event_id__in=recorded).values_list(
+        "event_id", "updated_at"
+    )
+    millis = sorted(
+        (finished - recorded[event_id]) / timedelta(milliseconds=1) for event_id, finished in done
+    )
+    p50, p99 = statistics.median(millis), millis[int(len(millis) * 0.99) - 1]
+    return Result(
+        f"pipeline latency at {rate:,.0f} events/s (p50)",
+        "ms",
+        Measured(p50, millis[0], millis[-1]),
+        None,
+        "p50 ≤ 25 ms, p99 ≤ 150 ms",
+        p50 <= 25 and p99 <= 150,
+        {"p99_ms": round(p99, 1), "events": len(millis)},
+    )
+
+
+def _delivered(todo_ids: list[uuid.UUID]) -> bool:
+    from apps.todos.models import TodoView
+
+    return TodoView.objects.filter(todo_id__in=todo_ids).count() == len(todo_ids)

@@ -1,0 +1,239 @@
+"""Read-side scenarios: projection replay, the HTTP API under load, dead-letter queries."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import httpx
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from bench.harness import Measured, Processes, Result, repeat, wait_for
+from bench.scenarios import Sizes, _raw, _todo_events
+
+
+def replay(sizes: Sizes) -> Result:
+    from apps.eventstore import projections
+    from apps.todos.projections import todos_projection
+
+    have = projections.count_events("todos")
+    if have < sizes.replay:
+        _todo_events(sizes.replay - have)
+    events = projections.count_events("todos")
+    types = list(todos_projection.event_types)
+
+    def ours() -> float:
+        return events / projections.rebuild("todos", batch=2000).seconds
+
+    def raw_scan() -> float:
+        with _raw() as conn, conn.cursor(name="scan") as cursor:
+            cursor.itersize = 2000
+            started = time.perf_counter()
+            cursor.execute(
+                "SELECT * FROM eventstore_event WHERE type = ANY(%s) ORDER BY position", [types]
+            )
+            rows = sum(1 for _ in cursor)
+            return rows / (time.perf_counter() - started)
+
+    repeats = sizes.repeats if events <= 50_000 else 3
+    ours_m, base_m = repeat(ours, repeats, warmup=0), repeat(raw_scan, repeats)
+    ratio = ours_m.median / base_m.median
+    return Result(
+        f"replay: rebuild todos over {events:,} events",
+        "events/s",
+        ours_m,
+        base_m,
+        "≥ 0.3 of baseline",
+        ratio >= 0.3,
+        {"repeats": repeats},
+    )
+
+
+def _api_user(todos: int) -> tuple[str, int]:
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from apps.eventstore import projections
+    from apps.eventstore.repository import Repository
+    from apps.eventstore.store import CommandContext
+    from apps.todos.aggregates import Todo
+
+    user = get_user_model().objects.create_user(
+        f"bench-{uuid.uuid4().hex[:6]}", password=uuid.uuid4().hex
+    )
+    settings.OUTBOX_PUBLISH_ON_COMMIT = False
+    repo, due = Repository(Todo), timezone.now() + timedelta(days=1)
+    for start in range(0, todos, 500):
+        batch = [
+            Todo.create(
+                owner_id=user.pk,
+                title=f"todo {n}",
+                priority=random.choice(["low", "high"]),
+                due_at=due,
+            )
+            for n in range(start, min(todos, start + 500))
+        ]
+        repo.save_many(batch, CommandContext(actor_id=str(user.pk)))
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+    projections.rebuild("todos", batch=2000)  # the read model of every todo, at once
+    return Token.objects.create(user=user).key, user.pk
+
+
+def _load(url: str, token: str, requests: int, clients: int, method: str) -> list[float]:
+    timings: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+
+    def client() -> None:
+        headers = {"Authorization": f"Token {token}"}
+        with httpx.Client(headers=headers, timeout=30) as http:
+            barrier.wait()
+            for n in range(requests // clients):
+                started = time.perf_counter()
+                if method == "GET":
+                    response = http.get(url, params={"page_size": 50})
+                else:
+                    response = http.post(url, json={"title": f"load {n}", "priority": "high"})
+                elapsed = (time.perf_counter() - started) * 1000
+                if response.status_code >= 400:
+                    raise RuntimeError(f"bench: {method} {url} answered {response.status_code}")
+                with lock:
+                    timings.append(elapsed)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(timings)
+
+
+def api(sizes: Sizes, processes: Processes) -> list[Result]:
+    from tests.support.broker import free_port
+
+    token, _ = _api_user(sizes.api_todos)
+    port = free_port()
+    processes.start(
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--log-level",
+        "warning",
+        log="gunicorn",
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _up(base), timeout=60, what="gunicorn")
+    results = []
+    for method, path, p99_target in (
+        ("GET", "/api/v1/todos/", 50.0),
+        ("POST", "/api/v1/todos/", 80.0),
+    ):
+        _load(base + path, token, 64, 16, method)  # warm up
+        timings = _load(base + path, token, sizes.api_requests, 16, method)
+        p50, p99 = statistics.median(timings), timings[int(len(timings) * 0.99) - 1]
+        results.append(
+            Result(
+                f"API {method} {path} p99, 16 clients",
+                "ms",
+                Measured(p99, timings[0], timings[-1]),
+                None,
+                f"p99 ≤ {p99_target:.0f} ms",
+                p99 <= p99_target,
+                {"p50_ms": round(p50, 1), "requests": len(timings)},
+            )
+        )
+    return results
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(base + "/health/", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def dead_letters(sizes: Sizes) -> list[Result]:
+    from apps.resilience.models import DeadLetter
+    from apps.resilience.services import dead_letters as service
+
+    _fill_dead_letters(sizes.dead_letters)
+
+    def listing() -> float:
+        started = time.perf_counter()
+        page = list(DeadLetter.objects.filter(status="pending").order_by("-last_failed_at")[:100])
+        service.groups()
+        service.stats()
+        assert page
+        return (time.perf_counter() - started) * 1000
+
+    listed = repeat(listing, sizes.repeats)
+    claim = DeadLetter.objects.filter(status="pending", next_retry_at__lte=timezone.now()).order_by(
+        "next_retry_at"
+    )
+    with connection.cursor() as cursor:
+        sql, params = claim[:100].query.sql_with_params()
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    uses_index = "deadletter_due_idx" in plan
+    return [
+        Result(
+            f"dead letters: list + group + stats of {sizes.dead_letters:,}",
+            "ms",
+            listed,
+            None,
+            "≤ 200 ms",
+            listed.median <= 200,
+        ),
+        Result(
+            "dead-letter sweep: claim due rows",
+            "index",
+            Measured(1.0 if uses_index else 0.0, 0, 1),
+            None,
+            "plan uses the partial due index",
+            uses_index,
+            {"plan": plan.splitlines()[:4]},
+        ),
+    ]
+
+
+def _fill_dead_letters(count: int) -> None:
+    from apps.resilience.models import DeadLetter
+
+    now = timezone.now()
+    kinds = ["transient", "validation", "system", "timeout", "not_found"]
+    due = min(1000, count // 100)
+    rows = []
+    for n in range(count):
+        is_due = n < due
+        rows.append(
+            DeadLetter(
+                handler=f"bench.handler{n % 7}",
+                event_id=uuid.uuid4(),
+                kind=kinds[n % 5],
+                severity="medium",
+                exception_type="BenchError",
+                message="bench",
+                fingerprint=f"fp{n % 40:02d}",
+                first_failed_at=now,
+                last_failed_at=now - timedelta(seconds=n),
+                status="pending" if is_due else "resolved",
+                next_retry_at=now - timedelta(seconds=1) if is_due else None,
+            )
+        )
+    DeadLetter.objects.bulk_create(rows, batch_size=5000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE resilience_deadletter")
