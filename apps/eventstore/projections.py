@@ -30,9 +30,17 @@ from apps.eventstore.store import take_append_lock, to_recorded
 
 
 class ProjectionRows(Protocol):
-    def apply(self, event: RecordedEvent, generation: int) -> None: ...
+    def apply(self, event: RecordedEvent, generation: int) -> None:
+        """Apply one event (the live path): skip it if applied, refuse it if early."""
 
-    def clear(self, generation: int) -> None: ...
+    def apply_batch(self, events: list[RecordedEvent], generation: int) -> None:
+        """Apply events in log order at once (the rebuild path; may defer derived rows)."""
+
+    def finish(self, generation: int) -> None:
+        """Complete a rebuilt generation before it goes live (e.g. derive counters)."""
+
+    def clear(self, generation: int) -> None:
+        """Delete a generation's rows."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,7 @@ def rebuild(
         take_append_lock()
         while (step := _apply_batch(name, target, cursor, batch))[0]:
             applied, cursor = applied + step[0], step[1]
+        rows.finish(target)
         old = _switch(name, target, cursor)
     rows.clear(old)
     return RebuildReport(applied, time.perf_counter() - started, target)
@@ -150,8 +159,7 @@ def _apply_batch(name: str, generation: int, after: int, batch: int) -> tuple[in
         Event.objects.filter(position__gt=after, type__in=types).order_by("position")[:batch]
     )
     with transaction.atomic():
-        for row in rows:
-            projection(name).rows.apply(to_recorded(row), generation)
+        projection(name).rows.apply_batch([to_recorded(row) for row in rows], generation)
     return len(rows), rows[-1].position if rows else after
 
 
