@@ -11,7 +11,9 @@ from apps.eventstore.subscriptions import handles
 from apps.notifications import services
 from apps.notifications.events import NotificationRequested
 from apps.reminders.events import ReminderTriggered
+from apps.resilience.classify import classify
 from apps.resilience.models import DeadLetter
+from apps.resilience.taxonomy import ErrorKind
 
 
 @handles(ReminderTriggered, name="notifications.request")
@@ -20,6 +22,8 @@ def request_notifications(recorded: RecordedEvent) -> None:
 
 
 def _attempt_failed(exc: Exception, row: Event) -> None:
+    if classify(exc).kind is ErrorKind.UNAVAILABLE:
+        return  # deferred behind an open breaker or a cooldown: nothing was attempted
     services.record_attempt_failed(row.stream_id, exc)
 
 

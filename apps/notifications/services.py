@@ -19,6 +19,7 @@ from apps.notifications.aggregates import REQUESTED, Notification
 from apps.notifications.models import NotificationSettings, NotificationState
 from apps.notifications.webhooks import check_url
 from apps.reminders.events import ReminderTriggered
+from apps.resilience.taxonomy import InvalidInput, SecurityViolation
 from apps.todos.services import repository as todos
 
 repository = Repository(Notification)
@@ -26,20 +27,26 @@ State = NotificationState.Status
 
 
 def set_webhook(
-    *, user_id: int, url: str, rotate_secret: bool = False
+    *, user_id: int, url: str | None = None, rotate_secret: bool = False
 ) -> tuple[NotificationSettings, str | None]:
-    """Set (or clear, with "") the user's webhook URL; return the settings and a new secret.
+    """Set, keep (None) or clear ("") the user's webhook URL; return the settings and a new secret.
 
-    A secret is made when the first URL is set or when asked to rotate; it is returned
-    only then, for the user to keep.
+    A secret is made when a URL is set where there was none, or when asked to rotate; it
+    is returned only then, for the user to keep. Clearing the URL forgets the secret.
     """
     if url:
-        check_url(url)
+        try:
+            check_url(url)
+        except SecurityViolation as exc:  # the user's input is unusable: a 400, not a 500
+            raise InvalidInput(str(exc)) from exc
     row, _ = NotificationSettings.objects.get_or_create(user_id=user_id)
+    if url is not None:
+        row.webhook_url = url
     shown = None
-    if url and (rotate_secret or not row.webhook_secret):
+    if not row.webhook_url:
+        row.webhook_secret = ""
+    elif rotate_secret or not row.webhook_secret:
         row.webhook_secret = shown = secrets.token_urlsafe(32)
-    row.webhook_url = url
     row.save()
     return row, shown
 
@@ -110,8 +117,6 @@ def _send(notification: Notification) -> str:
         return channels.send_email(notification, user.email)
     row = NotificationSettings.objects.filter(user_id=user.pk).first()
     if row is None or not row.webhook_url:
-        from apps.resilience.taxonomy import InvalidInput
-
         raise InvalidInput("the user has no webhook URL")
     return channels.send_webhook(notification, row.webhook_url, row.webhook_secret)
 

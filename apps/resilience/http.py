@@ -29,6 +29,7 @@ _STATUS_BY_KIND = {
     ErrorKind.NOT_FOUND: (404, "not_found"),
     ErrorKind.BUSINESS_RULE: (409, "rule_violated"),
     ErrorKind.AUTHORIZATION: (403, "forbidden"),
+    ErrorKind.SECURITY: (403, "forbidden"),
     ErrorKind.RATE_LIMITED: (429, "rate_limited"),
     ErrorKind.UNAVAILABLE: (503, "unavailable"),
     ErrorKind.TRANSIENT: (503, "unavailable"),

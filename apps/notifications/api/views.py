@@ -24,7 +24,7 @@ class MeSerializer(serializers.Serializer):
 
 
 class MeUpdateSerializer(StrictSerializer):
-    webhook_url = TextField(max_length=2000, allow_blank=True)
+    webhook_url = TextField(max_length=2000, allow_blank=True, required=False)
     rotate_webhook_secret = serializers.BooleanField(default=False)
 
 
@@ -51,7 +51,7 @@ class MeView(APIView):
         data.is_valid(raise_exception=True)
         row, secret = services.set_webhook(
             user_id=request.user.pk,
-            url=data.validated_data["webhook_url"],
+            url=data.validated_data.get("webhook_url"),
             rotate_secret=data.validated_data["rotate_webhook_secret"],
         )
         body = dict(MeSerializer(_me(request, row)).data)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
@@ -113,6 +115,36 @@ class TodoViewSerializer(TodoOutputSerializer):
     id = serializers.UUIDField(source="todo_id")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+
+def _datetime(value: datetime | None) -> str | None:
+    """Format like DRF's DateTimeField (UTC as ``Z``)."""
+    if value is None:
+        return None
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def view_row(view: Any) -> dict[str, Any]:
+    """Return a TodoView row as TodoViewSerializer renders it, without its per-field cost
+    (the list endpoint renders fifty of these per page)."""
+    return {
+        "id": str(view.todo_id),
+        "version": view.version,
+        "title": view.title,
+        "description": view.description,
+        "priority": view.priority,
+        "due_at": _datetime(view.due_at),
+        "tags": list(view.tags),
+        "recurrence": view.recurrence,
+        "series_id": str(view.series_id) if view.series_id else None,
+        "status": view.status,
+        "is_overdue": view.is_overdue,
+        "completed_at": _datetime(view.completed_at),
+        "deleted_at": _datetime(view.deleted_at),
+        "created_at": _datetime(view.created_at),
+        "updated_at": _datetime(view.updated_at),
+    }
 
 
 class EventSerializer(serializers.Serializer):

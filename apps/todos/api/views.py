@@ -27,6 +27,7 @@ from apps.todos.api.serializers import (
     TodoInputSerializer,
     TodoOutputSerializer,
     TodoViewSerializer,
+    view_row,
 )
 from apps.todos.services import TodoState
 
@@ -81,7 +82,7 @@ class TodoViewSet(viewsets.GenericViewSet):
     @extend_schema(responses=TodoViewSerializer(many=True))
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(TodoViewSerializer(page, many=True).data)
+        return self.get_paginated_response([view_row(view) for view in page])
 
     @extend_schema(
         request=TodoInputSerializer,
