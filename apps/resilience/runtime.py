@@ -18,7 +18,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -186,15 +186,25 @@ def _run_handler(sub: Subscription, recorded: RecordedEvent) -> bool:
     """Run the handler and insert its processed mark in one transaction; False if done before."""
     try:
         with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    ProcessedMessage.objects.create(handler=sub.name, event_id=recorded.event_id)
-            except IntegrityError:
+            if not _mark_processed(sub.name, recorded.event_id):
                 return False  # a concurrent or earlier delivery already committed its effect
             sub.func(recorded)
     finally:
         write_pending_transitions()  # breaker transitions outlive the handler's rollback
     return True
+
+
+def _mark_processed(handler: str, event_id: uuid.UUID) -> bool:
+    """Insert the processed mark; False when it exists. A concurrent delivery's uncommitted
+    mark makes this wait for that transaction, then answer by its outcome."""
+    field = ProcessedMessage._meta.get_field("event_id")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO resilience_processedmessage (handler, event_id, processed_at)"
+            " VALUES (%s, %s, %s) ON CONFLICT (handler, event_id) DO NOTHING RETURNING id",
+            [handler, field.get_db_prep_value(event_id, connection), timezone.now()],
+        )
+        return cursor.fetchone() is not None
 
 
 def _on_success(
