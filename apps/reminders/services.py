@@ -40,11 +40,7 @@ def schedule_reminder(
         todo = load_todo(owner_id=owner_id, todo_id=todo_id)
         if todo.status != OPEN:
             raise BusinessRuleViolation(f"no reminders on a {todo.status} todo")
-        pending = ReminderState.objects.filter(todo_id=todo_id, status=PENDING).count()
-        if pending >= MAX_PENDING_PER_TODO:
-            raise BusinessRuleViolation(
-                f"a todo has at most {MAX_PENDING_PER_TODO} pending reminders"
-            )
+        _refuse_over_limit(todo_id)
         reminder = Reminder.schedule(
             todo_id=todo_id,
             owner_id=owner_id,
@@ -59,11 +55,21 @@ def schedule_reminder(
 def snooze_reminder(
     *, owner_id: int, reminder_id: uuid.UUID, minutes: int, context: CommandContext
 ) -> ReminderState:
+    """Move the reminder to ``minutes`` from now (a triggered one becomes pending again)."""
     with transaction.atomic():
         reminder = _load_owned(owner_id, reminder_id)
+        if reminder.status != PENDING:
+            _lock_todo(reminder.todo_id)
+            _refuse_over_limit(reminder.todo_id)
         reminder.snooze(minutes, timezone.now())
         repository.save(reminder, context)
         return _keep_state(reminder)
+
+
+def _refuse_over_limit(todo_id: uuid.UUID) -> None:
+    pending = ReminderState.objects.filter(todo_id=todo_id, status=PENDING).count()
+    if pending >= MAX_PENDING_PER_TODO:
+        raise BusinessRuleViolation(f"a todo has at most {MAX_PENDING_PER_TODO} pending reminders")
 
 
 def cancel_reminder(

@@ -36,6 +36,7 @@ class Todo(Aggregate):
         self.tags: list[str] = []
         self.recurrence: str | None = None
         self.series_id: uuid.UUID | None = None
+        self.occurrence = 1
         self.status = OPEN
         self.status_before_delete = OPEN
         self.completed_at: datetime | None = None
@@ -49,31 +50,42 @@ class Todo(Aggregate):
         owner_id: int,
         todo_id: uuid.UUID | None = None,
         series_id: uuid.UUID | None = None,
+        occurrence: int = 1,
         **values: Any,
     ) -> Todo:
         """Return a new todo; ``title`` is required, the other fields optional."""
         if "title" not in values:
             raise fields.InvalidTodo({"title": ["This field is required."]})
         todo = cls(todo_id or uuid.uuid4())
-        todo.record(TodoCreated(owner_id=owner_id, series_id=series_id, **fields.clean(values)))
+        todo.record(
+            TodoCreated(
+                owner_id=owner_id,
+                series_id=series_id,
+                occurrence=occurrence,
+                **fields.clean(values),
+            )
+        )
         return todo
 
     def next_occurrence(self, completed_at: datetime) -> Todo | None:
         """Return the next todo of this one's series, or None when it doesn't recur (any more).
 
-        Its id is derived from the series and its due date, so creating it twice (a
-        redelivered completion, or completing again after reopening) is a conflict, not a copy.
+        Its id is derived from the series and this todo's id (one next todo per todo, whatever
+        its due date or completion time), so creating it twice (a redelivered completion, or
+        completing again after reopening) is a conflict, not a copy.
         """
         if not self.recurrence or self.status == DELETED:
             return None
-        due = recurrence.next_after(self.recurrence, self.due_at or completed_at)
+        start = self.due_at or completed_at
+        due = recurrence.next_after(self.recurrence, start, occurrence=self.occurrence)
         if due is None:
             return None
         series = self.series_id or self.id
         return Todo.create(
             owner_id=self.owner_id,
-            todo_id=uuid.uuid5(series, due.isoformat()),
+            todo_id=uuid.uuid5(series, f"next-of:{self.id}"),
             series_id=series,
+            occurrence=self.occurrence + 1,
             title=self.title,
             description=self.description,
             priority=self.priority,
@@ -122,6 +134,7 @@ class Todo(Aggregate):
         self.title, self.description, self.priority = event.title, event.description, event.priority
         self.due_at, self.tags = event.due_at, list(event.tags)
         self.recurrence, self.series_id = event.recurrence, event.series_id
+        self.occurrence = event.occurrence
 
     @applies(TodoUpdated)
     def _updated(self, event: TodoUpdated) -> None:

@@ -20,6 +20,8 @@ class TodoCreated(DomainEvent):
     recurrence: str | None = None
     # The first todo of a recurring series; its later occurrences carry its id.
     series_id: uuid.UUID | None = None
+    # Which todo of its series this is (1 for the first): a COUNT rule ends the series by it.
+    occurrence: int = 1
 
 
 @event("todo.updated")

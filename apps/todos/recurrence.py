@@ -30,6 +30,21 @@ def normalise(value: str) -> str:
     return rule
 
 
-def next_after(rule: str, start: datetime) -> datetime | None:
-    """Return the first occurrence of ``rule`` (starting at ``start``) after ``start``."""
+def next_after(rule: str, start: datetime, *, occurrence: int = 1) -> datetime | None:
+    """Return the first occurrence of ``rule`` (starting at ``start``) after ``start``.
+
+    ``start`` is the series' ``occurrence``-th todo: a ``COUNT`` counts the whole series, so
+    the todo that reached it has no next one.
+    """
+    count = _count(rule)
+    if count is not None and occurrence >= count:
+        return None
     return rrulestr(rule, dtstart=start).after(start)
+
+
+def _count(rule: str) -> int | None:
+    for part in rule.split(";"):
+        name, _, value = part.partition("=")
+        if name == "COUNT" and value.isdigit():
+            return int(value)
+    return None
