@@ -115,7 +115,8 @@ def _run(task: Task, handler: str, event_id: str, dead_letter_id: int | None) ->
     if _done_fast(handler, row.event_id):
         _finish(started, Status.SUCCEEDED)
         return "duplicate"
-    if sub.ordered and (blocker := parking.blocker(handler, recorded)) is not None:
+    troubled = sub.ordered and parking.stream_in_trouble(handler, recorded.stream_id)
+    if troubled and (blocker := parking.blocker(handler, recorded)) is not None:
         parking.park(handler, recorded, blocker)
         _finish(started, Status.PARKED)
         return "parked"
@@ -123,7 +124,7 @@ def _run(task: Task, handler: str, event_id: str, dead_letter_id: int | None) ->
         fresh = _run_handler(sub, recorded)
     except Exception as exc:
         return _on_failure(task, sub, row, started, exc)
-    _on_success(sub, recorded, started, dead_letter_id)
+    _on_success(sub, recorded, started, dead_letter_id, troubled)
     return "processed" if fresh else "duplicate"
 
 
@@ -208,7 +209,11 @@ def _mark_processed(handler: str, event_id: uuid.UUID) -> bool:
 
 
 def _on_success(
-    sub: Subscription, recorded: RecordedEvent, started: Started, dead_letter_id: int | None
+    sub: Subscription,
+    recorded: RecordedEvent,
+    started: Started,
+    dead_letter_id: int | None,
+    troubled: bool,
 ) -> None:
     _finish(started, Status.SUCCEEDED, last_error="")
     logger.info("delivered %s #%s to %s", recorded.type, recorded.position, sub.name)
@@ -222,7 +227,7 @@ def _on_success(
         logger.warning("could not remember a processed mark in the cache", exc_info=True)
     if dead_letter_id is not None:
         dead_letters.retry_succeeded(dead_letter_id)
-    if sub.ordered and parking.has_parked(sub.name, recorded.stream_id):
+    if troubled and parking.has_parked(sub.name, recorded.stream_id):
         parking.release_next(sub.name, recorded.stream_id)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, F
+from django.db import connection
+from django.db.models import Count
 
 from apps.eventstore.projections import Projection, register
 from apps.eventstore.registry import RecordedEvent
@@ -26,6 +27,7 @@ from apps.todos.events import (
 )
 from apps.todos.models import TodoStats, TodoView
 
+_STAT_COLUMNS = ("total", "open", "completed", "deleted", "low", "medium", "high", "urgent")
 _VIEW_FIELDS = [
     "title",
     "description",
@@ -170,10 +172,26 @@ def _adjust_stats(
         if status != DELETED:
             delta["total"] = delta.get("total", 0) + sign
             delta[priority] = delta.get(priority, 0) + sign
-    changes = {name: F(name) + n for name, n in delta.items() if n}
-    TodoStats.objects.get_or_create(generation=generation, owner_id=owner_id)
+    changes = {name: n for name, n in delta.items() if n}
     if changes:
-        TodoStats.objects.filter(generation=generation, owner_id=owner_id).update(**changes)
+        _add_to_stats(generation, owner_id, changes)
+
+
+def _add_to_stats(generation: int, owner_id: int, changes: dict[str, int]) -> None:
+    """Add ``changes`` to the owner's counters in one upsert (the row may not exist yet)."""
+    quote = connection.ops.quote_name
+    counts = {name: changes.get(name, 0) for name in _STAT_COLUMNS}
+    columns = ", ".join(quote(name) for name in counts)
+    updates = ", ".join(
+        f"{quote(n)} = todos_todostats.{quote(n)} + EXCLUDED.{quote(n)}" for n in changes
+    )
+    sql = (
+        f"INSERT INTO todos_todostats (generation, owner_id, {columns})"
+        f" VALUES (%s, %s{', %s' * len(counts)})"
+        f" ON CONFLICT (generation, owner_id) DO UPDATE SET {updates}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [generation, owner_id, *counts.values()])
 
 
 todos_projection = register(

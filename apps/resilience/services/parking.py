@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import current_app
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.eventstore.registry import RecordedEvent
@@ -11,6 +11,24 @@ from apps.eventstore.subscriptions import Subscription
 from apps.resilience.models import DeadLetter, ParkedMessage
 
 OPEN = (DeadLetter.Status.PENDING, DeadLetter.Status.RETRYING)
+
+
+def stream_in_trouble(handler: str, stream_id: object) -> bool:
+    """Return whether the stream has an open dead letter or a parked event for ``handler``.
+
+    One cheap query on the common path; only a stream in trouble needs ``blocker`` and,
+    after a success, a look for parked events to release.
+    """
+    prep = DeadLetter._meta.get_field("stream_id").get_db_prep_value(stream_id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM resilience_deadletter WHERE handler = %s AND stream_id = %s"
+            " AND status IN ('pending', 'retrying')"
+            " UNION ALL SELECT 1 FROM resilience_parkedmessage"
+            " WHERE handler = %s AND stream_id = %s AND status = 'pending' LIMIT 1",
+            [handler, prep, handler, prep],
+        )
+        return cursor.fetchone() is not None
 
 
 def blocker(handler: str, recorded: RecordedEvent) -> DeadLetter | None:
