@@ -42,9 +42,10 @@ class KeysetPagination(BasePagination):
         self.ordering = request.query_params.get("ordering", self.default_ordering)
         descending, key = self._parse_ordering(self.ordering)
         size = self._page_size(request)
-        queryset = queryset.annotate(
-            sort_due=Coalesce("due_at", Value(NEVER, output_field=DateTimeField()))
-        )
+        if key == "sort_due":  # undated todos sort after every dated one
+            queryset = queryset.annotate(
+                sort_due=Coalesce("due_at", Value(NEVER, output_field=DateTimeField()))
+            )
         after = self._decode(request.query_params.get("cursor"))
         if after is not None:
             value, last_id = after
