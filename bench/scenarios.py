@@ -31,12 +31,12 @@ class Sizes:
     def of(cls, quick: bool) -> Sizes:
         if quick:
             return cls(
-                appends=200,
-                pipeline=200,
-                replay=3000,
-                api_todos=1000,
-                api_requests=200,
-                dead_letters=5000,
+                appends=100,
+                pipeline=100,
+                replay=2000,
+                api_todos=500,
+                api_requests=160,
+                dead_letters=2000,
             )
         return cls(
             appends=2000,
