@@ -52,12 +52,20 @@ class Projection:
     rows: ProjectionRows
 
     def apply_live(self, event: RecordedEvent) -> None:
-        """Apply one event to the current generation and advance the checkpoint."""
+        """Apply one event to the current generation; advance the checkpoint once it commits.
+
+        The checkpoint row is shared by every worker: updating it inside the handler's
+        transaction would make their transactions wait for each other.
+        """
         state = _state(self.name)
         self.rows.apply(event, state.generation)
-        ProjectionState.objects.filter(name=self.name).update(
-            position=Greatest("position", event.position), updated_at=timezone.now()
-        )
+        transaction.on_commit(lambda: _advance(self.name, event.position))
+
+
+def _advance(name: str, position: int) -> None:
+    ProjectionState.objects.filter(name=name).update(
+        position=Greatest("position", position), updated_at=timezone.now()
+    )
 
 
 class RebuildInProgress(Exception):
