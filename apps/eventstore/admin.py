@@ -9,10 +9,10 @@ from apps.eventstore import projections
 from apps.eventstore.models import Event, OutboxMessage, ProjectionState
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Operators look; nothing here writes (events are append-only by design)."""
+class ReadOnlyMixin:
+    """Operators look; nothing here writes (rows are written by services and projections)."""
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
@@ -20,6 +20,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    pass
 
 
 @admin.register(Event)

@@ -20,7 +20,7 @@ from kombu import Connection, Producer
 from kombu.exceptions import KombuError
 
 from apps.eventstore.models import OutboxMessage
-from apps.eventstore.subscriptions import subscribers
+from apps.eventstore.subscriptions import subscribers, subscription
 
 DELIVER_TASK = "backstop.deliver"
 PUBLISH_TASK = "backstop.outbox.publish"
@@ -31,6 +31,16 @@ logger = logging.getLogger(__name__)
 
 class BrokerUnavailable(Exception):
     """The broker refused or dropped a publish."""
+
+
+def send_delivery(handler: str, event_id: uuid.UUID | str, **kwargs: object) -> None:
+    """Send one ``deliver(handler, event_id)`` message to the handler's queue, outside the
+    relay (a replayed dead letter, a released parked event)."""
+    try:
+        queue = subscription(handler).queue
+    except KeyError:  # an unknown handler is dead-lettered by the runtime, not lost here
+        queue = "handlers"
+    current_app.send_task(DELIVER_TASK, args=(handler, str(event_id)), kwargs=kwargs, queue=queue)
 
 
 def delivery_task_id(handler: str, event_id: uuid.UUID | str) -> str:

@@ -138,6 +138,14 @@ def take_append_lock() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK_KEY])
 
 
+def lock_for_transaction(name: str) -> None:
+    """Hold the advisory lock ``name`` until the transaction ends (PostgreSQL; SQLite
+    serialises writers anyway). Serialises check-then-write sections across processes."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+
+
 def _current_versions(stream_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     rows = (
         Event.objects.filter(stream_id__in=stream_ids)

@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from apps.eventstore.repository import Repository
-from apps.eventstore.store import CommandContext
+from apps.eventstore.store import CommandContext, lock_for_transaction
 from apps.reminders.aggregates import PENDING, Reminder
 from apps.reminders.models import ReminderState
 from apps.resilience.taxonomy import BusinessRuleViolation, NotFound
@@ -148,9 +148,7 @@ def _load_owned(owner_id: int, reminder_id: uuid.UUID) -> Reminder:
 
 def _lock_todo(todo_id: uuid.UUID) -> None:
     """Serialise reminder commands of one todo, so the pending limit holds under concurrency."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"reminders:{todo_id}"])
+    lock_for_transaction(f"reminders:{todo_id}")
 
 
 def _keep_state(reminder: Reminder, **extra: object) -> ReminderState:

@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from apps.eventstore.admin import ReadOnlyMixin
 from apps.resilience.models import (
     Attempt,
     BreakerTransition,
@@ -19,17 +20,6 @@ from apps.resilience.models import (
     ParkedMessage,
 )
 from apps.resilience.services import dead_letters, escalation
-
-
-class ReadOnlyMixin:
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class ActionInline(ReadOnlyMixin, admin.TabularInline):

@@ -8,14 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Max, Min, Q
 from django.utils import timezone
 
+from apps.eventstore import relay
 from apps.eventstore.models import Event
-from apps.eventstore.subscriptions import subscription
 from apps.resilience.classify import Classification
 from apps.resilience.models import DeadLetter, DeadLetterAction, Delivery
 from apps.resilience.taxonomy import ErrorKind
@@ -152,21 +151,10 @@ def retry(
         Delivery.objects.filter(handler=letter.handler, event_id=letter.event_id).update(
             attempts=0, finishes=F("starts")
         )
-        transaction.on_commit(lambda: _enqueue(letter))
+        transaction.on_commit(
+            lambda: relay.send_delivery(letter.handler, letter.event_id, dead_letter_id=letter.pk)
+        )
     return letter
-
-
-def _enqueue(letter: DeadLetter) -> None:
-    try:
-        queue = subscription(letter.handler).queue
-    except KeyError:
-        queue = "handlers"
-    current_app.send_task(
-        "backstop.deliver",
-        args=(letter.handler, str(letter.event_id)),
-        kwargs={"dead_letter_id": letter.pk},
-        queue=queue,
-    )
 
 
 def resolve(dead_letter_id: int, *, actor: Any, notes: str = "") -> DeadLetter:

@@ -10,9 +10,10 @@ import httpx
 import sentry_sdk
 from django.conf import settings
 from django.core.mail import mail_admins
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from apps.eventstore.store import lock_for_transaction
 from apps.resilience.models import DeadLetter, Escalation
 from apps.resilience.taxonomy import Severity
 
@@ -37,19 +38,11 @@ def escalate(letter: DeadLetter) -> Escalation | None:
     group can't both escalate it.
     """
     with transaction.atomic():
-        _lock_group(letter.fingerprint)
+        lock_for_transaction(f"escalate:{letter.fingerprint}")
         escalation = _first_matching_rule(letter)
     if escalation is not None:
         _notify(escalation, letter)
     return escalation
-
-
-def _lock_group(fingerprint: str) -> None:
-    if connection.vendor == "postgresql":  # SQLite serializes writers anyway
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"escalate:{fingerprint}"]
-            )
 
 
 def _first_matching_rule(letter: DeadLetter) -> Escalation | None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from celery import current_app
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.eventstore import relay
 from apps.eventstore.registry import RecordedEvent
-from apps.eventstore.subscriptions import Subscription
 from apps.resilience.models import DeadLetter, ParkedMessage
 
 OPEN = (DeadLetter.Status.PENDING, DeadLetter.Status.RETRYING)
@@ -105,23 +104,5 @@ def release_next(handler: str, stream_id: object) -> ParkedMessage | None:
         parked.status = ParkedMessage.Status.RELEASED
         parked.released_at = timezone.now()
         parked.save(update_fields=["status", "released_at"])
-        transaction.on_commit(lambda: _enqueue(parked))
+        transaction.on_commit(lambda: relay.send_delivery(parked.handler, parked.event_id))
     return parked
-
-
-def _enqueue(parked: ParkedMessage) -> None:
-    current_app.send_task(
-        "backstop.deliver",
-        args=(parked.handler, str(parked.event_id)),
-        queue=_queue(parked.handler),
-    )
-
-
-def _queue(handler: str) -> str:
-    from apps.eventstore.subscriptions import subscription
-
-    try:
-        sub: Subscription = subscription(handler)
-    except KeyError:
-        return "handlers"
-    return sub.queue
