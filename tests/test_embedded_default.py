@@ -72,12 +72,15 @@ def processes(embedded_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str
             "1",
         ],
     }
-    running: dict[str, object] = {"port": port}
+    # Run from an empty directory: everything the processes write must land in the var dir.
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    running: dict[str, object] = {"port": port, "cwd": workdir}
     try:
         for name, command in commands.items():
             log = (tmp_path / f"{name}.log").open("wb")
             running[name] = subprocess.Popen(
-                command, cwd=ROOT, env=embedded_env, stdout=log, stderr=subprocess.STDOUT
+                command, cwd=workdir, env=embedded_env, stdout=log, stderr=subprocess.STDOUT
             )
             running[f"{name}_log"] = tmp_path / f"{name}.log"
         yield running
@@ -117,3 +120,4 @@ def test_the_embedded_default_serves_health_and_a_worker_consumes_events(
     wait_until(lambda: expected in worker_log.read_text(), timeout=60, message="the worker")
     assert event_id
     assert (Path(embedded_env["BACKSTOP_VAR_DIR"]) / "backstop.sqlite3").exists()
+    assert sorted(p.name for p in processes["cwd"].iterdir()) == []  # no ./control, no files
