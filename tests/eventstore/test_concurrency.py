@@ -130,7 +130,7 @@ def test_an_event_that_commits_late_is_not_skipped(serialized: bool, monkeypatch
     The control run without the lock shows the same reader would skip A's event forever.
     """
     if not serialized:
-        monkeypatch.setattr(store, "take_append_lock", lambda: None)
+        monkeypatch.setattr(store, "APPEND_LOCK_KEY", None)
     a_inserted, reader_done, b_finished = threading.Event(), threading.Event(), threading.Event()
 
     def writer_a() -> None:
