@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from apps.eventstore.models import Event, ProjectionState
 from apps.eventstore.registry import RecordedEvent
-from apps.eventstore.store import take_append_lock, to_recorded
+from apps.eventstore.store import RECORD_COLUMNS, recorded_from_values, take_append_lock
 
 
 class ProjectionRows(Protocol):
@@ -163,12 +163,11 @@ def _claim_rebuild(name: str, force: bool) -> int:
 
 def _apply_batch(name: str, generation: int, after: int, batch: int) -> tuple[int, int]:
     types = projection(name).event_types
-    rows = list(
-        Event.objects.filter(position__gt=after, type__in=types).order_by("position")[:batch]
-    )
+    rows = Event.objects.filter(position__gt=after, type__in=types).order_by("position")
+    events = [recorded_from_values(*values) for values in rows.values_list(*RECORD_COLUMNS)[:batch]]
     with transaction.atomic():
-        projection(name).rows.apply_batch([to_recorded(row) for row in rows], generation)
-    return len(rows), rows[-1].position if rows else after
+        projection(name).rows.apply_batch(events, generation)
+    return len(events), events[-1].position if events else after
 
 
 def _switch(name: str, target: int, position: int) -> int:

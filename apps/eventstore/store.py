@@ -290,17 +290,47 @@ def _current_versions(stream_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     return dict(rows)
 
 
+#: The columns ``recorded_from_values`` takes, in order, for reads with ``values_list``.
+RECORD_COLUMNS = (
+    "position",
+    "stream_type",
+    "stream_id",
+    "version",
+    "type",
+    "schema_version",
+    "data",
+    "metadata",
+)
+
+
 def to_recorded(row: Event) -> RecordedEvent:
     """Return a stored row as a typed event (upcast to the latest schema)."""
+    return recorded_from_values(*(getattr(row, column) for column in RECORD_COLUMNS))
+
+
+def recorded_from_values(
+    position: int,
+    stream_type: str,
+    stream_id: uuid.UUID,
+    version: int,
+    type: str,
+    schema_version: int,
+    data: dict[str, Any],
+    metadata: dict[str, Any],
+) -> RecordedEvent:
+    """Return a row read as ``values_list(*RECORD_COLUMNS)`` as a typed event.
+
+    Bulk readers (a rebuild, ``read_all``) skip building a model instance per row.
+    """
     return RecordedEvent(
-        position=row.position,
-        stream_type=row.stream_type,
-        stream_id=row.stream_id,
-        version=row.version,
-        type=row.type,
-        schema_version=row.schema_version,
-        payload=decode(row.type, row.schema_version, row.data),
-        metadata=EventMetadata.model_validate(row.metadata),
+        position=position,
+        stream_type=stream_type,
+        stream_id=stream_id,
+        version=version,
+        type=type,
+        schema_version=schema_version,
+        payload=decode(type, schema_version, data),
+        metadata=EventMetadata.model_validate(metadata),
     )
 
 
@@ -321,8 +351,8 @@ def read_all(*, after_position: int = 0, limit: int = 1000) -> list[RecordedEven
     Gap-free under concurrent writers (see the module docstring): once a position has been
     returned, no event with a smaller position can commit later.
     """
-    rows = Event.objects.filter(position__gt=after_position).order_by("position")[:limit]
-    return [to_recorded(row) for row in rows]
+    rows = Event.objects.filter(position__gt=after_position).order_by("position")
+    return [recorded_from_values(*values) for values in rows.values_list(*RECORD_COLUMNS)[:limit]]
 
 
 def load_event(event_id: uuid.UUID) -> RecordedEvent:

@@ -12,6 +12,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Count
 
+from apps.eventstore.bulk import insert_rows
 from apps.eventstore.projections import Projection, register
 from apps.eventstore.registry import RecordedEvent
 from apps.resilience.taxonomy import TransientError
@@ -90,7 +91,7 @@ class TodoRows:
             view.version, view.updated_at = event.version, event.metadata.occurred_at
             if view.pk is None:
                 created[event.stream_id] = view
-        TodoView.objects.bulk_create(created.values(), batch_size=1000)
+        insert_rows(TodoView, created.values())
         changed = [v for key, v in views.items() if key not in created and v.pk is not None]
         TodoView.objects.bulk_update(changed, _VIEW_FIELDS, batch_size=1000)
 
