@@ -52,4 +52,4 @@ clean:
 	rm -rf var .pytest_cache .ruff_cache
 
 bench: install services
-	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)

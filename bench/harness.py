@@ -177,8 +177,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def report(results: list[Result], quick: bool) -> Path:
-    """Print the table and write bench/results/latest.json (and quick.json in quick mode)."""
+def report(results: list[Result], quick: bool, partial: bool = False) -> Path:
+    """Print the table and write bench/results/latest.json (quick.json in quick mode,
+    partial.json when only some scenarios ran, so a partial run never overwrites a full one)."""
     rows = [("scenario", "ours", "baseline", "ratio", "target", "verdict")]
     for r in results:
         base = f"{r.baseline.median:,.1f}" if r.baseline else "—"
@@ -199,7 +200,7 @@ def report(results: list[Result], quick: bool) -> Path:
         if n == 0:
             print("  ".join("-" * width for width in widths))
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / ("quick.json" if quick else "latest.json")
+    path = RESULTS / ("partial.json" if partial else "quick.json" if quick else "latest.json")
     body = {"machine": machine(), "quick": quick, "scenarios": [r.as_dict() for r in results]}
     path.write_text(json.dumps(body, indent=2) + "\n")
     print(f"\nwritten: {path.relative_to(ROOT)}")

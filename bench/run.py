@@ -7,13 +7,23 @@ import sys
 
 from bench.harness import Processes, prepare_environment, report
 
+GROUPS = ("append", "pipeline", "replay", "api", "dead_letters")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run under a minute"
     )
-    quick = parser.parse_args().quick
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated scenario groups to run (default: all of {', '.join(GROUPS)})",
+    )
+    args = parser.parse_args()
+    quick, only = args.quick, set(args.only.split(","))
+    if unknown := only - set(GROUPS):
+        parser.error(f"unknown scenario group(s): {', '.join(sorted(unknown))}")
     prepare_environment()
 
     import django
@@ -27,20 +37,25 @@ def main() -> int:
     processes = Processes()
     results = []
     try:
-        scenarios.create_raw_table()
-        results.append(scenarios.append(sizes, per_commit=1))
-        results.append(scenarios.append(sizes, per_commit=100))
-        results.append(scenarios.append(sizes, per_commit=1, writers=8))
-        processes.worker("bench-worker", concurrency=2)
-        pipeline, throughput = scenarios.pipeline(sizes, processes)
-        results.append(pipeline)
-        results.append(scenarios.latency(sizes, throughput))
-        results.append(scenarios_read.replay(sizes))
-        results.extend(scenarios_read.api(sizes, processes))
-        results.extend(scenarios_read.dead_letters(sizes))
+        if "append" in only:
+            scenarios.create_raw_table()
+            results.append(scenarios.append(sizes, per_commit=1))
+            results.append(scenarios.append(sizes, per_commit=100))
+            results.append(scenarios.append(sizes, per_commit=1, writers=8))
+        if "pipeline" in only:
+            processes.worker("bench-worker", concurrency=2)
+            pipeline, throughput = scenarios.pipeline(sizes, processes)
+            results.append(pipeline)
+            results.append(scenarios.latency(sizes, throughput))
+        if "replay" in only:
+            results.append(scenarios_read.replay(sizes))
+        if "api" in only:
+            results.extend(scenarios_read.api(sizes, processes))
+        if "dead_letters" in only:
+            results.extend(scenarios_read.dead_letters(sizes))
     finally:
         processes.stop_all()
-    report(results, quick)
+    report(results, quick, partial=only != set(GROUPS))
     return 0
 
 

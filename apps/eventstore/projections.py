@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from django.db import transaction
-from django.db.models.functions import Greatest
+from django.db.models import Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from apps.eventstore.models import Event, ProjectionState
@@ -108,6 +109,16 @@ def _state(name: str) -> ProjectionState:
 def current_generation(name: str) -> int:
     """Return the generation readers of projection ``name`` must use."""
     return _state(name).generation
+
+
+def live_generation(name: str) -> Coalesce:
+    """Return the live generation of ``name`` as an expression for a read model's filter.
+
+    The database resolves it inside the read's own query (a rebuild's switch is seen at
+    once) instead of a query of its own per request. No state yet means generation 1.
+    """
+    state = ProjectionState.objects.filter(name=name).values("generation")[:1]
+    return Coalesce(Subquery(state), Value(1))
 
 
 def lag(name: str) -> int:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from celery import Celery, current_app
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from kombu import Connection, Producer
 from kombu.exceptions import KombuError
@@ -78,14 +79,11 @@ def publish_pending(
         if not rows:
             return 0
         sent = _send(rows, connection)
-        now = timezone.now()
-        for row in rows[:sent]:
-            row.published_at = now
-            row.attempts += 1
-            row.last_attempt_at = now
-        OutboxMessage.objects.bulk_update(
-            rows[:sent], ["published_at", "attempts", "last_attempt_at"]
-        )
+        if sent:
+            now = timezone.now()
+            OutboxMessage.objects.filter(pk__in=[row.pk for row in rows[:sent]]).update(
+                published_at=now, attempts=F("attempts") + 1, last_attempt_at=now
+            )
     return sent
 
 

@@ -20,7 +20,7 @@ def todos_of(owner_id: int) -> QuerySet[TodoView]:
     """Return the owner's todos from the live generation, with ``is_overdue`` computed now."""
     now = timezone.now()
     return TodoView.objects.filter(
-        owner_id=owner_id, generation=projections.current_generation("todos")
+        owner_id=owner_id, generation=projections.live_generation("todos")
     ).annotate(
         is_overdue=Case(
             When(Q(status="open", due_at__lt=now), then=Value(True)),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from apps.todos.fields import PRIORITIES
 from apps.todos.models import TodoView
@@ -27,8 +30,13 @@ class TodoFilter(django_filters.FilterSet):
 
     def filter_queryset(self, queryset: QuerySet[TodoView]) -> QuerySet[TodoView]:
         if not self.form.cleaned_data.get("status"):
-            queryset = queryset.exclude(status="deleted")  # deleted todos only on request
+            queryset = self.unfiltered(queryset)
         return super().filter_queryset(queryset)
+
+    @staticmethod
+    def unfiltered(queryset: QuerySet[TodoView]) -> QuerySet[TodoView]:
+        """The list without a filter: deleted todos are shown only on request."""
+        return queryset.exclude(status="deleted")
 
     def filter_status(
         self, queryset: QuerySet[TodoView], name: str, value: str
@@ -50,3 +58,15 @@ class TodoFilter(django_filters.FilterSet):
         for word in value.lower().split():
             queryset = queryset.filter(search_text__contains=word)
         return queryset
+
+
+class TodoFilterBackend(DjangoFilterBackend):
+    """Builds and validates the filter form only when the query string names a filter.
+
+    Most list requests carry none; they get ``TodoFilter.unfiltered`` directly.
+    """
+
+    def filter_queryset(self, request: Request, queryset: QuerySet, view: APIView) -> QuerySet:
+        if request.query_params.keys() & TodoFilter.base_filters.keys():
+            return super().filter_queryset(request, queryset, view)
+        return TodoFilter.unfiltered(queryset)

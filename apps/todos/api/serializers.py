@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
@@ -118,11 +117,10 @@ class TodoViewSerializer(TodoOutputSerializer):
 
 
 def _datetime(value: datetime | None) -> str | None:
-    """Format like DRF's DateTimeField (UTC as ``Z``)."""
+    """Format like DRF's DateTimeField in the UTC time zone (UTC as ``Z``)."""
     if value is None:
         return None
-    text = timezone.localtime(value).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
 def view_row(view: Any) -> dict[str, Any]:

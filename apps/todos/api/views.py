@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.utils import timezone
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -18,7 +17,7 @@ from rest_framework.response import Response
 from apps.eventstore.store import CommandContext
 from apps.resilience import idempotency
 from apps.todos import selectors, services
-from apps.todos.api.filters import TodoFilter
+from apps.todos.api.filters import TodoFilter, TodoFilterBackend
 from apps.todos.api.pagination import KeysetPagination
 from apps.todos.api.serializers import (
     BulkInputSerializer,
@@ -73,7 +72,7 @@ class TodoViewSet(viewsets.GenericViewSet):
     lookup_value_converter = "uuid"
     serializer_class = TodoViewSerializer
     pagination_class = KeysetPagination
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [TodoFilterBackend]
     filterset_class = TodoFilter
 
     def get_queryset(self) -> Any:
