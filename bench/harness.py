@@ -147,12 +147,16 @@ class Processes:
         self.running.clear()
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.01) -> Any:
+    """Poll ``condition`` every ``every`` seconds until it is true; return its value.
+
+    Polling a measured system costs it CPU: where the check is a query, poll less often.
+    """
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"bench: timed out waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(every)
     return value
 
 

@@ -55,6 +55,7 @@ class Started:
     starts: int
     finishes: int
     attempts: int
+    troubled: bool = False  # an ordered handler's stream has an open dead letter or parking
 
     @property
     def worker_losses(self) -> int:
@@ -106,7 +107,7 @@ def _run(task: Task, handler: str, event_id: str, dead_letter_id: int | None) ->
     except Exception as exc:
         return _poison(handler, exc, event_id, event=row)
 
-    started = _start(handler, row.event_id)
+    started = _start(handler, row.event_id, recorded.stream_id if sub.ordered else None)
     if started.worker_losses >= settings.RESILIENCE_WORKER_LOST_LIMIT:
         lost = WorkerLostRepeatedly(
             f"worker lost repeatedly: {started.worker_losses} runs died with their worker"
@@ -115,16 +116,16 @@ def _run(task: Task, handler: str, event_id: str, dead_letter_id: int | None) ->
     if _done_fast(handler, row.event_id):
         _finish(started, Status.SUCCEEDED)
         return "duplicate"
-    troubled = sub.ordered and parking.stream_in_trouble(handler, recorded.stream_id)
+    troubled = started.troubled
     if troubled and (blocker := parking.blocker(handler, recorded)) is not None:
         parking.park(handler, recorded, blocker)
         _finish(started, Status.PARKED)
         return "parked"
     try:
-        fresh = _run_handler(sub, recorded)
+        fresh = _run_handler(sub, recorded, started)
     except Exception as exc:
         return _on_failure(task, sub, row, started, exc)
-    _on_success(sub, recorded, started, dead_letter_id, troubled)
+    _on_success(sub, recorded, dead_letter_id, troubled)
     return "processed" if fresh else "duplicate"
 
 
@@ -142,14 +143,21 @@ def _decode(row: Event, dead_letter_id: int | None) -> RecordedEvent:
     return recorded.model_copy(update={"payload": decode(row.type, row.schema_version, edited)})
 
 
-def _start(handler: str, event_id: uuid.UUID) -> Started:
-    """Count one more start of the (handler, event) delivery in its own committed statement."""
+def _start(handler: str, event_id: uuid.UUID, ordered_stream: uuid.UUID | None) -> Started:
+    """Count one more start of the (handler, event) delivery in its own committed statement.
+
+    For an ordered handler (``ordered_stream`` given) the same statement tells whether the
+    stream is in trouble (an open dead letter or a parked event), saving a round trip.
+    """
     now = timezone.now()
     field = Delivery._meta.get_field("event_id")
     params = [handler, field.get_db_prep_value(event_id, connection), now, now]
+    trouble, trouble_params = (
+        parking.trouble_sql(handler, ordered_stream) if ordered_stream else ("false", [])
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             INSERT INTO resilience_delivery
                 (handler, event_id, status, starts, finishes, attempts, last_kind, last_error,
                  created_at, updated_at)
@@ -157,9 +165,9 @@ def _start(handler: str, event_id: uuid.UUID) -> Started:
             ON CONFLICT (handler, event_id) DO UPDATE
                 SET starts = resilience_delivery.starts + 1, status = 'running',
                     updated_at = EXCLUDED.updated_at
-            RETURNING id, starts, finishes, attempts
+            RETURNING id, starts, finishes, attempts, {trouble}
             """,
-            params,
+            params + trouble_params,
         )
         return Started(*cursor.fetchone())
 
@@ -183,16 +191,19 @@ def _done_fast(handler: str, event_id: uuid.UUID) -> bool:
         return False
 
 
-def _run_handler(sub: Subscription, recorded: RecordedEvent) -> bool:
-    """Run the handler and insert its processed mark in one transaction; False if done before."""
+def _run_handler(sub: Subscription, recorded: RecordedEvent, started: Started) -> bool:
+    """Run the handler, insert its processed mark and mark the delivery succeeded, all in
+    one transaction; return False if an earlier delivery had already done the work."""
     try:
         with transaction.atomic():
-            if not _mark_processed(sub.name, recorded.event_id):
-                return False  # a concurrent or earlier delivery already committed its effect
-            sub.func(recorded)
+            # False: a concurrent or earlier delivery already committed its effect.
+            fresh = _mark_processed(sub.name, recorded.event_id)
+            if fresh:
+                sub.func(recorded)
+            _finish(started, Status.SUCCEEDED, last_error="")
     finally:
         write_pending_transitions()  # breaker transitions outlive the handler's rollback
-    return True
+    return fresh
 
 
 def _mark_processed(handler: str, event_id: uuid.UUID) -> bool:
@@ -209,13 +220,8 @@ def _mark_processed(handler: str, event_id: uuid.UUID) -> bool:
 
 
 def _on_success(
-    sub: Subscription,
-    recorded: RecordedEvent,
-    started: Started,
-    dead_letter_id: int | None,
-    troubled: bool,
+    sub: Subscription, recorded: RecordedEvent, dead_letter_id: int | None, troubled: bool
 ) -> None:
-    _finish(started, Status.SUCCEEDED, last_error="")
     logger.info("delivered %s #%s to %s", recorded.type, recorded.position, sub.name)
     try:
         cache.set(

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import redis
 from django.conf import settings
-from django.db import OperationalError
+from django.db import OperationalError, connection
 
 from apps.eventstore import store
 from apps.eventstore.models import Event
@@ -182,3 +182,16 @@ def http_call(recorded: RecordedEvent) -> None:
 def sentry_probe(recorded: RecordedEvent) -> None:
     """On a queue of its own, so only the worker a test starts with SENTRY_DSN runs it."""
     perform(next_step(f"sentry:{recorded.payload.name}"), recorded)
+
+
+@event("test.connection.probed")
+class ConnectionProbed(DomainEvent):
+    name: str
+
+
+@handles(ConnectionProbed, name="test.backend-pid")
+def backend_pid(recorded: RecordedEvent) -> None:
+    """Records which PostgreSQL backend, i.e. which connection, ran the delivery."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        _redis().rpush(f"backend:{recorded.payload.name}", cursor.fetchone()[0])

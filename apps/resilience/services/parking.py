@@ -12,22 +12,21 @@ from apps.resilience.models import DeadLetter, ParkedMessage
 OPEN = (DeadLetter.Status.PENDING, DeadLetter.Status.RETRYING)
 
 
-def stream_in_trouble(handler: str, stream_id: object) -> bool:
-    """Return whether the stream has an open dead letter or a parked event for ``handler``.
+def trouble_sql(handler: str, stream_id: object) -> tuple[str, list[object]]:
+    """Return an SQL boolean expression (and its parameters): does the stream have an open
+    dead letter or a parked event for ``handler``?
 
-    One cheap query on the common path; only a stream in trouble needs ``blocker`` and,
-    after a success, a look for parked events to release.
-    """
+    The runtime evaluates it in the statement that records a delivery's start, so the
+    common path pays no extra round trip; only a stream in trouble needs ``blocker`` and,
+    after a success, a look for parked events to release."""
     prep = DeadLetter._meta.get_field("stream_id").get_db_prep_value(stream_id, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM resilience_deadletter WHERE handler = %s AND stream_id = %s"
-            " AND status IN ('pending', 'retrying')"
-            " UNION ALL SELECT 1 FROM resilience_parkedmessage"
-            " WHERE handler = %s AND stream_id = %s AND status = 'pending' LIMIT 1",
-            [handler, prep, handler, prep],
-        )
-        return cursor.fetchone() is not None
+    sql = (
+        "(EXISTS (SELECT 1 FROM resilience_deadletter WHERE handler = %s AND stream_id = %s"
+        " AND status IN ('pending', 'retrying'))"
+        " OR EXISTS (SELECT 1 FROM resilience_parkedmessage"
+        " WHERE handler = %s AND stream_id = %s AND status = 'pending'))"
+    )
+    return sql, [handler, prep, handler, prep]
 
 
 def blocker(handler: str, recorded: RecordedEvent) -> DeadLetter | None:
