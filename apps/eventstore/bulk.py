@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from operator import attrgetter
 
 from django.db import connection, models
 from psycopg import sql
@@ -33,13 +34,13 @@ def insert_rows(model: type[models.Model], objects: Iterable[models.Model]) -> i
         sql.Identifier(model._meta.db_table),
         sql.SQL(", ").join(sql.Identifier(f.column) for f in fields),
     )
-    attnames = [f.attname for f in fields]
+    values_of = attrgetter(*(f.attname for f in fields))
+    json_at = [n for n, f in enumerate(fields) if f.attname in json_fields]
     with connection.cursor() as cursor, cursor.copy(statement) as copy:
         for obj in objects:
-            copy.write_row(
-                [
-                    json.dumps(value) if name in json_fields and value is not None else value
-                    for name, value in ((name, getattr(obj, name)) for name in attnames)
-                ]
-            )
+            row = list(values_of(obj))
+            for n in json_at:
+                if row[n] is not None:
+                    row[n] = json.dumps(row[n])
+            copy.write_row(row)
     return len(objects)

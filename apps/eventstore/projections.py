@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from apps.eventstore.models import Event, ProjectionState
 from apps.eventstore.registry import RecordedEvent
-from apps.eventstore.store import RECORD_COLUMNS, recorded_from_values, take_append_lock
+from apps.eventstore.store import read_all, take_append_lock
 
 
 class ProjectionRows(Protocol):
@@ -173,9 +173,7 @@ def _claim_rebuild(name: str, force: bool) -> int:
 
 
 def _apply_batch(name: str, generation: int, after: int, batch: int) -> tuple[int, int]:
-    types = projection(name).event_types
-    rows = Event.objects.filter(position__gt=after, type__in=types).order_by("position")
-    events = [recorded_from_values(*values) for values in rows.values_list(*RECORD_COLUMNS)[:batch]]
+    events = read_all(after_position=after, limit=batch, types=projection(name).event_types)
     with transaction.atomic():
         projection(name).rows.apply_batch(events, generation)
     return len(events), events[-1].position if events else after

@@ -8,6 +8,7 @@ Only the latest version of a type needs a class; older payloads are upcast step 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -102,9 +103,25 @@ def event_class(event_type: str) -> type[DomainEvent]:
         raise UnknownEventType(event_type) from None
 
 
-def decode(event_type: str, schema_version: int, data: dict[str, Any]) -> DomainEvent:
-    """Return the payload as the latest class of its type, upcasting older versions first."""
+def decode(event_type: str, schema_version: int, data: dict[str, Any] | str) -> DomainEvent:
+    """Return the payload as the latest class of its type, upcasting older versions first.
+
+    ``data`` is the stored object, or its JSON text (bulk readers): text at the latest
+    schema version is parsed and validated in one pass.
+    """
     cls = event_class(event_type)
+    if isinstance(data, str):
+        if schema_version == cls.schema_version:
+            try:
+                return cls.model_validate_json(data)
+            except pydantic.ValidationError as exc:
+                raise EventDecodeError(
+                    f"{event_type} v{cls.schema_version} payload is invalid: {exc}"
+                ) from exc
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise EventDecodeError(f"{event_type} payload is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise EventDecodeError(f"{event_type} payload is {type(data).__name__}, not an object")
     if schema_version > cls.schema_version:

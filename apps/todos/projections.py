@@ -73,13 +73,23 @@ class TodoRows:
         _adjust_stats(generation, view.owner_id, before, _counted(view))
 
     def apply_batch(self, events: list[RecordedEvent], generation: int) -> None:
-        """Apply events in log order with one read and two bulk writes; counters come later."""
-        views = {
-            v.todo_id: v
-            for v in TodoView.objects.filter(
-                generation=generation, todo_id__in={e.stream_id for e in events}
-            )
-        }
+        """Apply events in log order with one read and two bulk writes; counters come later.
+
+        A rebuild fills a cleared generation in log order, so a todo whose first event here
+        is its creation has no row yet: only todos created in an earlier batch are read.
+        """
+        first_seen: dict[object, int] = {}
+        for event in events:
+            first_seen.setdefault(event.stream_id, event.version)
+        existing = [todo_id for todo_id, version in first_seen.items() if version > 1]
+        views = (
+            {
+                v.todo_id: v
+                for v in TodoView.objects.filter(generation=generation, todo_id__in=existing)
+            }
+            if existing
+            else {}
+        )
         created: dict[object, TodoView] = {}
         for event in events:
             view = views.get(event.stream_id)
@@ -123,7 +133,7 @@ class TodoRows:
 def _mutate(view: TodoView | None, event: RecordedEvent, generation: int) -> TodoView:
     payload = event.payload
     if isinstance(payload, TodoCreated):
-        view = TodoView(
+        view = _new_view(
             generation=generation,
             todo_id=event.stream_id,
             owner_id=payload.owner_id,
@@ -145,6 +155,17 @@ def _mutate(view: TodoView | None, event: RecordedEvent, generation: int) -> Tod
     elif isinstance(payload, TodoRestored):
         view.status, view.deleted_at = (COMPLETED if view.completed_at else OPEN), None
     return view
+
+
+_VIEW_COLUMNS = TodoView._meta.concrete_fields
+
+
+def _new_view(**values: Any) -> TodoView:
+    """Return a new TodoView through Django's positional fast path (a rebuild builds one per
+    todo); fields not given take their defaults, as with keyword arguments."""
+    return TodoView(
+        *[values[f.attname] if f.attname in values else f.get_default() for f in _VIEW_COLUMNS]
+    )
 
 
 def _set_fields(view: TodoView, values: dict[str, Any]) -> None:

@@ -97,12 +97,26 @@ def test_loading_an_unknown_stream_is_stream_not_found() -> None:
         Repository(Counter).load(missing)
 
 
-def test_an_old_schema_version_is_upcast_on_read_and_the_row_is_unchanged() -> None:
+@pytest.fixture(params=["read_stream", "read_all"])
+def read(request):
+    """Read one stream's events the way a loader does (stored objects) or the way a
+    subscriber or a rebuild does (``read_all``: the JSON text, parsed by pydantic)."""
+    if request.param == "read_stream":
+        return store.read_stream
+    start = Event.objects.order_by("-position").values_list("position", flat=True).first() or 0
+
+    def from_the_log(stream_id: uuid.UUID) -> list:
+        return [e for e in store.read_all(after_position=start) if e.stream_id == stream_id]
+
+    return from_the_log
+
+
+def test_an_old_schema_version_is_upcast_on_read_and_the_row_is_unchanged(read) -> None:
     counter = Counter.open("old")
     Repository(Counter).save(counter, CommandContext())
     _insert_raw(counter.id, 2, "test.counter.relabelled", 1, {"name": "renamed"})
 
-    events = store.read_stream(counter.id)
+    events = read(counter.id)
 
     assert events[1].payload == Relabelled(label="renamed", reason="unknown")
     assert events[1].schema_version == 1
@@ -110,28 +124,41 @@ def test_an_old_schema_version_is_upcast_on_read_and_the_row_is_unchanged() -> N
     assert Event.objects.get(stream_id=counter.id, version=2).data == {"name": "renamed"}
 
 
-def test_an_unregistered_type_is_a_clear_error_naming_it() -> None:
+def test_an_unregistered_type_is_a_clear_error_naming_it(read) -> None:
     stream_id = uuid.uuid4()
     _insert_raw(stream_id, 1, "test.counter.exploded", 1, {})
 
     with pytest.raises(UnknownEventType, match=r"test\.counter\.exploded"):
-        store.read_stream(stream_id)
+        read(stream_id)
 
 
-def test_a_payload_that_does_not_fit_its_class_is_a_decode_error() -> None:
+def test_a_payload_that_does_not_fit_its_class_is_a_decode_error(read) -> None:
     stream_id = uuid.uuid4()
     _insert_raw(stream_id, 1, "test.counter.incremented", 1, {"by": "lots"})
 
     with pytest.raises(EventDecodeError, match=r"test\.counter\.incremented"):
-        store.read_stream(stream_id)
+        read(stream_id)
 
 
-def test_a_version_newer_than_the_registered_class_is_a_decode_error() -> None:
+def test_a_current_version_payload_read_as_text_keeps_every_value(read) -> None:
+    counter = Counter.open('ünïcode "quoted" \\ label')
+    Repository(Counter).save(counter, CommandContext(actor_id="7", request_id="r-1"))
+    counter.increment(3)
+    Repository(Counter).save(counter, CommandContext())
+
+    events = read(counter.id)
+
+    assert events == store.read_stream(counter.id)
+    assert events[0].payload.label == 'ünïcode "quoted" \\ label'
+    assert (events[0].metadata.actor_id, events[0].metadata.request_id) == ("7", "r-1")
+
+
+def test_a_version_newer_than_the_registered_class_is_a_decode_error(read) -> None:
     stream_id = uuid.uuid4()
     _insert_raw(stream_id, 1, "test.counter.incremented", 7, {"by": 1})
 
     with pytest.raises(EventDecodeError, match="newer"):
-        store.read_stream(stream_id)
+        read(stream_id)
 
 
 def test_a_rule_broken_records_nothing() -> None:
