@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Max, TextField
@@ -132,8 +133,6 @@ class _Pending:
     version: int
     payload: DomainEvent
     metadata: EventMetadata
-    data: dict[str, Any]
-    metadata_data: dict[str, Any]
 
 
 def _pending(appends: Sequence[StreamAppend], context: CommandContext) -> list[_Pending]:
@@ -155,8 +154,6 @@ def _pending(appends: Sequence[StreamAppend], context: CommandContext) -> list[_
                     version=a.expected_version + offset,
                     payload=payload,
                     metadata=metadata,
-                    data=encode(payload),
-                    metadata_data=metadata.model_dump(mode="json"),
                 )
             )
     return pending
@@ -165,17 +162,17 @@ def _pending(appends: Sequence[StreamAppend], context: CommandContext) -> list[_
 def _append_in_postgres(
     appends: Sequence[StreamAppend], pending: list[_Pending]
 ) -> tuple[list[int], list[int]]:
-    streams = [{"stream_id": str(a.stream_id), "expected": a.expected_version} for a in appends]
+    streams = [{"stream_id": a.stream_id, "expected": a.expected_version} for a in appends]
     events = [
         {
-            "event_id": p.metadata_data["event_id"],
+            "event_id": p.metadata.event_id,
             "stream_type": p.stream_type,
-            "stream_id": str(p.stream_id),
+            "stream_id": p.stream_id,
             "version": p.version,
             "type": p.payload.event_type,
             "schema_version": p.payload.schema_version,
-            "data": p.data,
-            "metadata": p.metadata_data,
+            "data": p.payload,  # serialized as encode() would, by pydantic's own serializer
+            "metadata": p.metadata,
         }
         for p in pending
     ]
@@ -184,7 +181,7 @@ def _append_in_postgres(
             cursor.execute(
                 "SELECT event_id, event_position, outbox_id"
                 " FROM eventstore_append(%s::jsonb, %s::jsonb, %s)",
-                [json.dumps(streams), json.dumps(events), APPEND_LOCK_KEY],
+                [_json(streams), _json(events), APPEND_LOCK_KEY],
             )
             rows = cursor.fetchall()
     except DatabaseError as exc:
@@ -192,6 +189,12 @@ def _append_in_postgres(
     by_event = {event_id: (position, outbox_id) for event_id, position, outbox_id in rows}
     placed = [by_event[p.metadata.event_id] for p in pending]
     return [position for position, _ in placed], [outbox_id for _, outbox_id in placed]
+
+
+def _json(value: object) -> str:
+    """Serialize in one pass, models included (their JSON is what ``model_dump(mode="json")``
+    gives); the function's parameters are JSON text."""
+    return pydantic_core.to_json(value).decode()
 
 
 def _conflict_from(exc: DatabaseError, appends: Sequence[StreamAppend]) -> Exception:
@@ -226,8 +229,8 @@ def _append_with_orm(
             version=p.version,
             type=p.payload.event_type,
             schema_version=p.payload.schema_version,
-            data=p.data,
-            metadata=p.metadata_data,
+            data=encode(p.payload),
+            metadata=p.metadata.model_dump(mode="json"),
         )
         for p in pending
     ]
