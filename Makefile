@@ -52,4 +52,5 @@ clean:
 	rm -rf var .pytest_cache .ruff_cache
 
 bench: install services
+	bin/ensure-bench-tools
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)

@@ -23,7 +23,7 @@ class Sizes:
     pipeline: int
     replay: int
     api_todos: int
-    api_requests: int
+    api_seconds: float  # per repeat
     dead_letters: int
     repeats: int = 5
 
@@ -35,7 +35,7 @@ class Sizes:
                 pipeline=100,
                 replay=2000,
                 api_todos=500,
-                api_requests=160,
+                api_seconds=1.0,
                 dead_letters=2000,
             )
         return cls(
@@ -43,7 +43,7 @@ class Sizes:
             pipeline=2000,
             replay=200_000,
             api_todos=10_000,
-            api_requests=2000,
+            api_seconds=4.0,
             dead_letters=100_000,
         )
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from celery import Celery, current_app
 from django.conf import settings
+from django.db import connection as db
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from kombu import Connection, Producer
 from kombu.exceptions import KombuError
@@ -49,6 +50,16 @@ def delivery_task_id(handler: str, event_id: uuid.UUID | str) -> str:
     return str(uuid.uuid5(_TASK_ID_NAMESPACE, f"{handler}:{event_id}"))
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    """An outbox row claimed for publishing, with what its messages need of its event."""
+
+    id: int
+    attempts: int
+    event_id: uuid.UUID
+    type: str
+
+
 def publish_pending(
     *,
     ids: Iterable[int] | None = None,
@@ -64,30 +75,50 @@ def publish_pending(
     2. Send one ``deliver(handler, event_id)`` message per subscribed handler.
     3. Mark the sent rows published; on a broker error, record it on the row, stop, and
        leave that row and the rest for the next sweep.
+
+    Runs after every command's commit, so both statements are plain SQL (no ORM compile).
     """
-    claimed = OutboxMessage.objects.select_for_update(skip_locked=True, of=("self",)).filter(
-        published_at__isnull=True
-    )
+    where, params = ["o.published_at IS NULL"], []
     if ids is not None:
-        claimed = claimed.filter(pk__in=list(ids))
+        ids = list(ids)
+        if not ids:
+            return 0
+        where.append(f"o.id IN ({', '.join(['%s'] * len(ids))})")
+        params.extend(ids)
     if older_than is not None:
-        claimed = claimed.filter(created_at__lte=timezone.now() - older_than)
+        where.append("o.created_at <= %s")
+        params.append(db.ops.adapt_datetimefield_value(timezone.now() - older_than))
+    params.append(limit or settings.OUTBOX_BATCH_SIZE)
+    lock = " FOR UPDATE OF o SKIP LOCKED" if db.vendor == "postgresql" else ""
     with transaction.atomic():
-        rows = list(
-            claimed.select_related("event").order_by("pk")[: limit or settings.OUTBOX_BATCH_SIZE]
-        )
+        with db.cursor() as cursor:
+            cursor.execute(
+                "SELECT o.id, o.attempts, e.event_id, e.type"
+                " FROM eventstore_outboxmessage o"
+                " JOIN eventstore_event e ON e.position = o.event_id"
+                f" WHERE {' AND '.join(where)} ORDER BY o.id LIMIT %s{lock}",
+                params,
+            )
+            rows = [
+                _Claimed(pk, attempts, uuid.UUID(str(event_id)), type_)
+                for pk, attempts, event_id, type_ in cursor.fetchall()
+            ]
         if not rows:
             return 0
         sent = _send(rows, connection)
         if sent:
-            now = timezone.now()
-            OutboxMessage.objects.filter(pk__in=[row.pk for row in rows[:sent]]).update(
-                published_at=now, attempts=F("attempts") + 1, last_attempt_at=now
-            )
+            now = db.ops.adapt_datetimefield_value(timezone.now())
+            with db.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE eventstore_outboxmessage"
+                    " SET published_at = %s, attempts = attempts + 1, last_attempt_at = %s"
+                    f" WHERE id IN ({', '.join(['%s'] * sent)})",
+                    [now, now, *(row.id for row in rows[:sent])],
+                )
     return sent
 
 
-def _send(rows: list[OutboxMessage], connection: Connection | None) -> int:
+def _send(rows: list[_Claimed], connection: Connection | None) -> int:
     """Publish rows in order; return how many went out before the broker failed."""
     app = current_app
     try:
@@ -104,13 +135,12 @@ def _send(rows: list[OutboxMessage], connection: Connection | None) -> int:
     return len(rows)
 
 
-def _publish(app: Celery, producer: Producer, row: OutboxMessage) -> None:
-    event = row.event
-    for sub in subscribers(event.type):
+def _publish(app: Celery, producer: Producer, row: _Claimed) -> None:
+    for sub in subscribers(row.type):
         app.send_task(
             DELIVER_TASK,
-            args=(sub.name, str(event.event_id)),
-            task_id=delivery_task_id(sub.name, event.event_id),
+            args=(sub.name, str(row.event_id)),
+            task_id=delivery_task_id(sub.name, row.event_id),
             queue=sub.queue,
             producer=producer,
             **sub.publish_options(),
@@ -119,9 +149,9 @@ def _publish(app: Celery, producer: Producer, row: OutboxMessage) -> None:
         )
 
 
-def _record_failure(row: OutboxMessage, exc: BaseException) -> None:
-    logger.warning("outbox #%s not published, the sweep will retry: %s", row.pk, exc)
-    OutboxMessage.objects.filter(pk=row.pk).update(
+def _record_failure(row: _Claimed, exc: BaseException) -> None:
+    logger.warning("outbox #%s not published, the sweep will retry: %s", row.id, exc)
+    OutboxMessage.objects.filter(pk=row.id).update(
         attempts=row.attempts + 1,
         last_error=f"{type(exc).__name__}: {exc}"[:2000],
         last_attempt_at=timezone.now(),

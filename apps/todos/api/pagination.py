@@ -99,7 +99,10 @@ class KeysetPagination(BasePagination):
         if not self.has_next:
             return None
         last = self.page[-1]
-        value = getattr(last, self.key)
+        if self.key == "sort_due":  # the annotation orders the rows; each row has due_at
+            value = last.due_at if last.due_at is not None else NEVER
+        else:
+            value = getattr(last, self.key)
         token = {
             "v": value.isoformat() if isinstance(value, datetime) else value,
             "id": last.id,

@@ -123,6 +123,28 @@ def _datetime(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
+#: What ``view_row`` reads (and keyset pagination: ``id`` and the sort keys).
+VIEW_ROW_FIELDS = (
+    "id",
+    "todo_id",
+    "version",
+    "title",
+    "description",
+    "priority",
+    "priority_rank",
+    "due_at",
+    "tags",
+    "recurrence",
+    "series_id",
+    "status",
+    "is_overdue",
+    "completed_at",
+    "deleted_at",
+    "created_at",
+    "updated_at",
+)
+
+
 def view_row(view: Any) -> dict[str, Any]:
     """Return a TodoView row as TodoViewSerializer renders it, without its per-field cost
     (the list endpoint renders fifty of these per page)."""
