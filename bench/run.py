@@ -47,6 +47,8 @@ def main() -> int:
             pipeline, throughput = scenarios.pipeline(sizes, processes)
             results.append(pipeline)
             results.append(scenarios.latency(sizes, throughput))
+            # The API scenario measures request handling: no workers compete for the cores.
+            processes.stop_all()
         if "replay" in only:
             results.append(scenarios_read.replay(sizes))
         if "api" in only:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -92,23 +92,29 @@ def _our_appends(count: int, per_commit: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def _threaded(run: Callable[[int], float], writers: int, count: int) -> float:
-    barrier = threading.Barrier(writers)
-    done: list[float] = []
+def _in_processes(run: Callable[[int], float], writers: int, count: int) -> float:
+    """Run ``run(count // writers)`` in ``writers`` forked processes at once, each with its
+    own connection (as web workers are); return events/s over all of them."""
+    context = multiprocessing.get_context("fork")
+    connections.close_all()  # a forked child must open its own connection
+    barrier = context.Barrier(writers + 1)
 
     def writer() -> None:
         barrier.wait()
         run(count // writers)
         connections.close_all()
 
-    threads = [threading.Thread(target=writer) for _ in range(writers)]
+    processes = [context.Process(target=writer) for _ in range(writers)]
+    for process in processes:
+        process.start()
+    barrier.wait()
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    done.append(count / (time.perf_counter() - started))
-    return done[0]
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - started
+    if failed := [p.exitcode for p in processes if p.exitcode]:
+        raise RuntimeError(f"bench: {len(failed)} writer processes failed: {failed}")
+    return count / elapsed
 
 
 def append(sizes: Sizes, per_commit: int, writers: int = 1) -> Result:
@@ -118,8 +124,12 @@ def append(sizes: Sizes, per_commit: int, writers: int = 1) -> Result:
         ours = repeat(lambda: _our_appends(n, per_commit), sizes.repeats)
         base = repeat(lambda: _raw_appends(n, per_commit), sizes.repeats)
     else:
-        ours = repeat(lambda: _threaded(lambda c: _our_appends(c, 1), writers, n), sizes.repeats)
-        base = repeat(lambda: _threaded(lambda c: _raw_appends(c, 1), writers, n), sizes.repeats)
+        ours = repeat(
+            lambda: _in_processes(lambda c: _our_appends(c, 1), writers, n), sizes.repeats
+        )
+        base = repeat(
+            lambda: _in_processes(lambda c: _raw_appends(c, 1), writers, n), sizes.repeats
+        )
     settings.OUTBOX_PUBLISH_ON_COMMIT = True
     events = "1 event" if per_commit == 1 else f"{per_commit} events"
     label = f"append, {events} per commit, {writers} writer{'s' * (writers > 1)}"
