@@ -79,7 +79,7 @@ def _wrk(url: str, token: str, method: str, clients: int, seconds: float) -> Run
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         raise RuntimeError(f"bench: {match.group(1)} {method} requests failed:\n{output}")
-    if re.search(r"Socket errors: .*(?:read|write|timeout) [1-9]", output):
+    if re.search(r"Socket errors: .*(?:connect|read|write|timeout) [1-9]", output):
         raise RuntimeError(f"bench: socket errors under load:\n{output}")
     return Run(
         p50=_percentile(output, 50),

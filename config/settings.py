@@ -147,8 +147,9 @@ else:
         # longest countdown a retry can ask for, or a deferred task runs twice.
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     }
-# Celery's Django fix-up would otherwise open a new database connection for every task;
-# config.celery closes only broken or expired ones (CONN_MAX_AGE, health checks) instead.
+# Celery's Django fix-up would otherwise close every database connection around every task
+# (a new connection per task); with this set it does so only every N tasks, and
+# config.celery closes broken or expired ones (CONN_MAX_AGE, health checks) around each.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # Results are not used by Backstop's own code (state lives in PostgreSQL); keep none.
 CELERY_TASK_IGNORE_RESULT = True

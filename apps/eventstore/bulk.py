@@ -34,13 +34,17 @@ def insert_rows(model: type[models.Model], objects: Iterable[models.Model]) -> i
         sql.Identifier(model._meta.db_table),
         sql.SQL(", ").join(sql.Identifier(f.column) for f in fields),
     )
-    values_of = attrgetter(*(f.attname for f in fields))
-    json_at = [n for n, f in enumerate(fields) if f.attname in json_fields]
-    with connection.cursor() as cursor, cursor.copy(statement) as copy:
+    getters = [attrgetter(f.attname) for f in fields]
+    encoders = [(n, f.encoder) for n, f in enumerate(fields) if f.attname in json_fields]
+    with (
+        connection.wrap_database_errors,
+        connection.cursor() as cursor,
+        cursor.copy(statement) as copy,
+    ):
         for obj in objects:
-            row = list(values_of(obj))
-            for n in json_at:
+            row = [get(obj) for get in getters]
+            for n, encoder in encoders:
                 if row[n] is not None:
-                    row[n] = json.dumps(row[n])
+                    row[n] = json.dumps(row[n], cls=encoder)
             copy.write_row(row)
     return len(objects)

@@ -35,7 +35,11 @@ class ProjectionRows(Protocol):
         """Apply one event (the live path): skip it if applied, refuse it if early."""
 
     def apply_batch(self, events: list[RecordedEvent], generation: int) -> None:
-        """Apply events in log order at once (the rebuild path; may defer derived rows)."""
+        """Apply events in log order at once (the rebuild path; may defer derived rows).
+
+        Called only by ``rebuild``: on a generation it cleared first, batch after batch in
+        log order, so an implementation may assume rows exist only for streams it saw.
+        """
 
     def finish(self, generation: int) -> None:
         """Complete a rebuilt generation before it goes live (e.g. derive counters)."""

@@ -96,7 +96,10 @@ def retry_on_conflict(command: Callable[[], R], *, attempts: int | None = None) 
     limit = attempts or settings.EVENTSTORE_CONFLICT_RETRIES
     for attempt in range(1, limit + 1):
         try:
-            return command()
+            # A savepoint per attempt: a conflict is a database error on PostgreSQL, and
+            # inside a caller's transaction the next attempt must not run in an aborted one.
+            with transaction.atomic():
+                return command()
         except ConcurrencyConflict:
             if attempt == limit:
                 raise

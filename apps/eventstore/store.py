@@ -35,6 +35,8 @@ from apps.eventstore.registry import DomainEvent, EventMetadata, RecordedEvent, 
 APPEND_LOCK_KEY: int | None = 0x6261636B73746F70
 # The SQLSTATE eventstore_append raises when a stream is not at the expected version.
 VERSION_MISMATCH = "BSV01"
+# The unique constraint behind optimistic concurrency (see Event.Meta).
+STREAM_VERSION_CONSTRAINT = "event_stream_version_uniq"
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,9 @@ def _append_in_postgres(
             )
             rows = cursor.fetchall()
     except DatabaseError as exc:
-        raise _conflict_from(exc, appends) from exc
+        if (conflict := _conflict_from(exc, appends)) is None:
+            raise
+        raise conflict from exc
     by_event = {event_id: (position, outbox_id) for event_id, position, outbox_id in rows}
     placed = [by_event[p.metadata.event_id] for p in pending]
     return [position for position, _ in placed], [outbox_id for _, outbox_id in placed]
@@ -194,23 +198,30 @@ def _append_in_postgres(
 def _json(value: object) -> str:
     """Serialize in one pass, models included (their JSON is what ``model_dump(mode="json")``
     gives); the function's parameters are JSON text."""
-    return pydantic_core.to_json(value).decode()
+    return pydantic_core.to_json(value, by_alias=False).decode()
 
 
-def _conflict_from(exc: DatabaseError, appends: Sequence[StreamAppend]) -> Exception:
-    """Turn the append function's version mismatch (or the unique constraint) into a conflict."""
+def _conflict_from(exc: DatabaseError, appends: Sequence[StreamAppend]) -> Exception | None:
+    """Return the ``ConcurrencyConflict`` a database error means, or None if it is another
+    error: the append function's version mismatch, or the unique (stream, version)
+    constraint (only reachable when a writer bypassed the append lock)."""
     cause = exc.__cause__
-    sqlstate = getattr(cause, "sqlstate", None)
-    if sqlstate == VERSION_MISMATCH:
+    if getattr(cause, "sqlstate", None) == VERSION_MISMATCH:
         detail = json.loads(cause.diag.message_detail)
         return ConcurrencyConflict(
             uuid.UUID(detail["stream_id"]), detail["expected"], detail["actual"]
         )
-    if isinstance(exc, IntegrityError):
-        # Only reachable if a writer bypassed the append lock; the constraint is the truth.
+    if isinstance(exc, IntegrityError) and _is_stream_version_violation(exc):
         first = appends[0]
         return ConcurrencyConflict(first.stream_id, first.expected_version, -1)
-    return exc
+    return None
+
+
+def _is_stream_version_violation(exc: IntegrityError) -> bool:
+    diag = getattr(exc.__cause__, "diag", None)
+    if diag is not None:  # PostgreSQL names the constraint
+        return diag.constraint_name == STREAM_VERSION_CONSTRAINT
+    return "stream_id" in str(exc) and "version" in str(exc)  # SQLite names the columns
 
 
 def _append_with_orm(
@@ -237,7 +248,9 @@ def _append_with_orm(
     try:
         Event.objects.bulk_create(rows)
     except IntegrityError as exc:
-        raise _conflict_from(exc, appends) from exc
+        if (conflict := _conflict_from(exc, appends)) is None:
+            raise
+        raise conflict from exc
     outbox = OutboxMessage.objects.bulk_create([OutboxMessage(event=row) for row in rows])
     return [row.position for row in rows], [m.pk for m in outbox]
 

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
+
 from apps.eventstore import store
 from apps.eventstore.exceptions import ConcurrencyConflict, StreamNotFound
 from apps.eventstore.registry import RecordedEvent
@@ -136,7 +138,9 @@ def create_next_occurrence(*, completed: RecordedEvent) -> TodoState | None:
     if following is None or store.stream_exists(following.id):
         return None
     try:
-        repository.save(following, CommandContext(actor_id="system").caused_by(completed))
+        # A savepoint: the handler's transaction goes on (and commits) after a conflict.
+        with transaction.atomic():
+            repository.save(following, CommandContext(actor_id="system").caused_by(completed))
     except ConcurrencyConflict:
         return None  # created meanwhile by a concurrent delivery
     return TodoState.of(following)

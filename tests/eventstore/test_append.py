@@ -6,11 +6,12 @@ import threading
 import uuid
 
 import pytest
-from django.db import DataError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from apps.eventstore import store
 from apps.eventstore.exceptions import ConcurrencyConflict
 from apps.eventstore.models import Event, OutboxMessage
+from apps.eventstore.repository import retry_on_conflict
 from apps.eventstore.store import CommandContext, StreamAppend
 from tests.eventstore.counter import CounterOpened, Incremented
 from tests.support.threads import closing_connections
@@ -155,3 +156,61 @@ def test_a_database_error_other_than_a_conflict_is_not_disguised_as_one(path: st
             context=CommandContext(),
         )
     assert not isinstance(raised.value, ConcurrencyConflict)
+
+
+@pytest.mark.django_db
+def test_another_integrity_error_is_raised_as_itself_not_as_a_conflict(
+    path: str, monkeypatch
+) -> None:
+    reused, pending = uuid.uuid4(), store._pending
+
+    def same_event_id(appends, context):  # every new event gets the same id
+        found = pending(appends, context)
+        for p in found:
+            p.metadata = p.metadata.model_copy(update={"event_id": reused})
+        return found
+
+    monkeypatch.setattr(store, "_pending", same_event_id)
+    _append(uuid.UUID(int=1), 0, CounterOpened(label="first"))
+
+    with pytest.raises(IntegrityError) as raised, transaction.atomic():
+        _append(uuid.UUID(int=2), 0, CounterOpened(label="second"))
+
+    assert not isinstance(raised.value, ConcurrencyConflict)
+    assert raised.value.__cause__ is not raised.value  # the driver's error is kept as cause
+
+
+@pytest.mark.django_db
+def test_retry_on_conflict_converges_inside_a_callers_transaction() -> None:
+    stream_id = uuid.uuid4()
+    _append(stream_id, 0, CounterOpened(label="shared"))
+    expected = iter([0, 1])  # the first attempt is stale: a conflict raised by the database
+
+    def command() -> list:
+        return _append(stream_id, next(expected), Incremented(by=1))
+
+    with transaction.atomic():
+        [recorded] = retry_on_conflict(command, attempts=2)
+        in_the_same_transaction = Event.objects.filter(stream_id=stream_id).count()
+
+    assert recorded.version == 2
+    assert in_the_same_transaction == 2
+
+
+@pytest.mark.django_db
+def test_the_append_function_writes_every_column_the_tables_require() -> None:
+    """A NOT NULL column without a default, added to the events or outbox table, must be
+    added to eventstore_append too (SQLite's ORM path would not notice)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = 'eventstore_append'")
+        [(source,)] = cursor.fetchall()
+        for table in ("eventstore_event", "eventstore_outboxmessage"):
+            cursor.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s"
+                " AND is_nullable = 'NO' AND column_default IS NULL AND is_identity = 'NO'",
+                [table],
+            )
+            required = {name for (name,) in cursor.fetchall()}
+            insert = source.split(f"INSERT INTO {table} (", 1)[1].split(")", 1)[0]
+            columns = {c.strip() for c in insert.split(",")}
+            assert required <= columns, (table, required - columns)

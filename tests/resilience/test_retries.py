@@ -8,6 +8,7 @@ from apps.resilience.models import DeadLetter, Delivery
 from tests.resilience.conftest import attempts, dead_letter, wait_for_status
 from tests.resilience.handlers import effects, script
 from tests.support.timings import TEST_TIMINGS
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SCALE = TEST_TIMINGS["RESILIENCE_DELAY_SCALE"]
@@ -92,7 +93,11 @@ def test_an_unknown_exception_is_a_critical_system_dead_letter_and_escalates_at_
         "critical",
         "builtins.RuntimeError",
     )
-    assert [e.rule for e in letter.escalations.all()] == ["critical at once"]
+    # Escalation follows the dead-lettered status by a few statements: wait for it.
+    rules = wait_until(
+        lambda: [e.rule for e in letter.escalations.all()], timeout=10, message="an escalation"
+    )
+    assert rules == ["critical at once"]
 
 
 def test_unavailable_defers_without_spending_attempts(job) -> None:

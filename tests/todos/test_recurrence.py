@@ -287,3 +287,22 @@ def test_completing_the_last_occurrence_of_a_bounded_rule_spawns_nothing_more(
 
     handled(last)
     assert [str(e.stream_id) for e in series_created(first["id"])] == [str(second.stream_id)]
+
+
+def test_a_next_occurrence_created_meanwhile_leaves_the_handlers_transaction_usable(
+    alice: Api, monkeypatch
+) -> None:
+    """Two completions of one recurring todo race: the loser's save conflicts. The conflict
+    is caught inside the handler's transaction, which must go on and commit."""
+    first = alice.create(due_at="2030-01-07T09:00:00Z", recurrence="daily")
+    completed = complete(alice, first["id"])
+    next_of(first["id"])  # the worker created it
+    monkeypatch.setattr(services.store, "stream_exists", lambda stream_id: False)  # raced
+
+    with transaction.atomic():
+        again = services.create_next_occurrence(completed=load_event(completed.event_id))
+        still_usable = Event.objects.filter(stream_id=first["id"]).count()
+
+    assert again is None
+    assert still_usable == len(completions(first["id"])) + 1
+    assert len(series_created(first["id"])) == 1

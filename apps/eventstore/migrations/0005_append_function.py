@@ -18,11 +18,12 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     mismatch record;
-    recorded timestamptz := clock_timestamp();
+    recorded timestamptz;
 BEGIN
     IF p_lock_key IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(p_lock_key);
     END IF;
+    recorded := clock_timestamp();  -- after the lock: recorded_at rises with position
     SELECT s.stream_id, s.expected, coalesce(current.version, 0) AS actual INTO mismatch
       FROM jsonb_to_recordset(p_streams) AS s(stream_id uuid, expected integer)
       LEFT JOIN LATERAL (
