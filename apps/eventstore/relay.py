@@ -1,4 +1,9 @@
-"""The outbox relay: moves committed outbox rows to the broker, each exactly once.
+"""The outbox relay: moves committed outbox rows to the broker.
+
+Each row is published once by one relay (rows are claimed with ``SKIP LOCKED``), and at
+least once overall: a relay that dies after sending and before marking the row leaves it
+to be sent again. Deliveries are idempotent (stable task ids, processed marks), so a
+second copy has no second effect.
 
 Two paths reach the same function. Right after a commit, ``publish_after_commit`` publishes
 the rows that transaction wrote (low latency). A beat-scheduled sweep publishes whatever
