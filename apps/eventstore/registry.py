@@ -110,18 +110,25 @@ def decode(event_type: str, schema_version: int, data: dict[str, Any] | str) -> 
     schema version is parsed and validated in one pass.
     """
     cls = event_class(event_type)
-    if isinstance(data, str):
-        if schema_version == cls.schema_version:
-            try:
-                return cls.model_validate_json(data)
-            except pydantic.ValidationError as exc:
-                raise EventDecodeError(
-                    f"{event_type} v{cls.schema_version} payload is invalid: {exc}"
-                ) from exc
+    if isinstance(data, str) and schema_version != cls.schema_version:
         try:
             data = json.loads(data)
         except ValueError as exc:
             raise EventDecodeError(f"{event_type} payload is not JSON: {exc}") from exc
+    if not isinstance(data, str):
+        data = _upcast(cls, event_type, schema_version, data)
+    try:
+        return cls.model_validate_json(data) if isinstance(data, str) else cls.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise EventDecodeError(
+            f"{event_type} v{cls.schema_version} payload is invalid: {exc}"
+        ) from exc
+
+
+def _upcast(
+    cls: type[DomainEvent], event_type: str, schema_version: int, data: Any
+) -> dict[str, Any]:
+    """Return stored ``data`` as the latest schema version's object, step by step."""
     if not isinstance(data, dict):
         raise EventDecodeError(f"{event_type} payload is {type(data).__name__}, not an object")
     if schema_version > cls.schema_version:
@@ -133,12 +140,7 @@ def decode(event_type: str, schema_version: int, data: dict[str, Any] | str) -> 
         if step is None:
             raise EventDecodeError(f"no upcaster for {event_type} v{from_version}")
         data = step(dict(data))
-    try:
-        return cls.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise EventDecodeError(
-            f"{event_type} v{cls.schema_version} payload is invalid: {exc}"
-        ) from exc
+    return data
 
 
 def encode(payload: DomainEvent) -> dict[str, Any]:
