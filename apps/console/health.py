@@ -28,6 +28,9 @@ def _broker() -> None:
 
 
 CHECKS: dict[str, Callable[[], None]] = {"database": _database, "cache": _cache, "broker": _broker}
+# Without these nothing works. Without the others the API still answers, degraded: the
+# throttles and breakers fail open without the cache, the outbox holds events for the broker.
+ESSENTIAL = frozenset({"database"})
 
 
 def run_checks() -> dict[str, dict[str, object]]:
@@ -43,3 +46,11 @@ def run_checks() -> dict[str, dict[str, object]]:
             results[name] = {"ok": True}
         results[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)
     return results
+
+
+def overall_status(failing: list[str]) -> str:
+    """Return ``ok`` with nothing ``failing``, ``unavailable`` if an essential store is
+    among them, ``degraded`` otherwise."""
+    if not failing:
+        return "ok"
+    return "unavailable" if ESSENTIAL.intersection(failing) else "degraded"

@@ -7,19 +7,20 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.defaults import page_not_found
 
-from apps.console.health import run_checks
+from apps.console.health import overall_status, run_checks
 from apps.resilience.http import error_body
 
 
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """Return 200 when every store answers, 503 with the failing checks otherwise."""
+    """Return 200 ``ok`` when every store answers; otherwise 503, ``degraded`` or
+    ``unavailable`` (see ``overall_status``), naming the ``failing`` stores."""
     checks = run_checks()
-    healthy = all(result["ok"] for result in checks.values())
+    failing = [name for name, result in checks.items() if not result["ok"]]
     return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks},
-        status=200 if healthy else 503,
+        {"status": overall_status(failing), "failing": failing, "checks": checks},
+        status=503 if failing else 200,
     )
 
 

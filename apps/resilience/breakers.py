@@ -11,6 +11,11 @@ shared-state breakers are known for). Half-open probes are leases: ``cache.add``
 
 Atomicity holds on Redis (``add`` is ``SET NX``, ``incr`` is ``INCR``); the embedded
 default's file cache gives the same results for a single worker.
+
+An unreachable cache says nothing about the dependency a breaker guards, so it must not
+turn every call into a failure: ``guard`` then fails open (the call goes ahead as if the
+breaker were closed, on a permit that records nothing), recording an outcome is skipped
+with a warning, and the shared cooldown check lets calls through.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -36,6 +42,8 @@ from apps.resilience.taxonomy import NOT_THE_DEPENDENCYS_FAULT, ErrorKind, Unava
 
 logger = logging.getLogger(__name__)
 _DAY = 86_400
+# What the cache raises when it can't be reached: Redis' errors, the file cache's OSError.
+_CACHE_DOWN: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 # Transitions made inside a transaction (a handler's), written once it is over: the failing
 # call that opens a breaker usually rolls its transaction back, and the record must survive.
 _unwritten = threading.local()
@@ -72,11 +80,15 @@ class BreakerConfig:
 
 @dataclass(frozen=True)
 class Permit:
-    """Leave to make one call: in a closed generation, or on a half-open probe slot."""
+    """Leave to make one call: in a closed generation, or on a half-open probe slot.
+
+    An untracked permit was given with the cache unreachable: its outcome isn't recorded.
+    """
 
     generation: int
     slot: int | None = None
     token: str = ""
+    tracked: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,15 +130,16 @@ class CircuitBreaker:
         """Run the block as one call through the breaker, recording how it went.
 
         Raises ``Unavailable`` (retry at the half-open time) instead of calling when the
-        breaker is open, every probe slot is taken, or a shared cooldown is in force.
+        breaker is open, every probe slot is taken, or a shared cooldown is in force. With
+        the cache unreachable the call goes ahead and its outcome goes unrecorded.
         """
-        permit = self.acquire()
+        permit = self._acquire_or_pass()
         try:
             yield permit
         except Exception as exc:
-            self._record_exception(permit, exc)
+            self._record_unless_cache_down(self._record_exception, permit, exc)
             raise
-        self.record_success(permit)
+        self._record_unless_cache_down(self.record_success, permit)
 
     def acquire(self) -> Permit:
         """Return a permit to call, or raise ``Unavailable``."""
@@ -148,7 +161,7 @@ class CircuitBreaker:
 
     def record_success(self, permit: Permit) -> None:
         """Count a successful call; enough successful probes close the breaker."""
-        if permit.slot is None:
+        if permit.slot is None or not permit.tracked:
             return
         successes = _incr(self._key(f"g{permit.generation}:ok"), timeout=_DAY)
         self._release_probe(permit)
@@ -159,6 +172,8 @@ class CircuitBreaker:
 
     def record_failure(self, permit: Permit, reason: str) -> None:
         """Count a failed call: a failed probe re-opens, a full window opens."""
+        if not permit.tracked:
+            return
         if permit.slot is not None:
             self._release_probe(permit)
             self._leave(permit.generation, State.HALF_OPEN, State.OPEN, f"probe failed: {reason}")
@@ -201,6 +216,31 @@ class CircuitBreaker:
         self._leave(generation, self.snapshot().state, State.CLOSED, "manual reset", actor=actor)
 
     # -- internals -----------------------------------------------------------------------
+    def _acquire_or_pass(self) -> Permit:
+        """Return ``acquire()``'s permit, or an untracked one when the cache is unreachable."""
+        try:
+            return self.acquire()
+        except _CACHE_DOWN as exc:
+            logger.warning(
+                "circuit %s: cache unreachable, calling as if closed (%s: %s)",
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
+            return Permit(generation=0, tracked=False)
+
+    def _record_unless_cache_down(self, record: Callable[..., None], *args: object) -> None:
+        """Run ``record(*args)``; with the cache unreachable, skip it with a warning."""
+        try:
+            record(*args)
+        except _CACHE_DOWN as exc:
+            logger.warning(
+                "circuit %s: cache unreachable, outcome not recorded (%s: %s)",
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
+
     def _key(self, suffix: str) -> str:
         return f"breaker:{self.name}:{suffix}"
 
@@ -251,6 +291,8 @@ class CircuitBreaker:
             cache.delete(key)
 
     def _record_exception(self, permit: Permit, exc: Exception) -> None:
+        if not permit.tracked:
+            return
         classification = classify(exc)
         if classification.kind is ErrorKind.RATE_LIMITED:
             retry_after = classification.retry_after  # 0 is "now", not "unsaid"
@@ -315,8 +357,20 @@ def write_pending_transitions() -> None:
 
 
 def cooldown(dependency: str) -> float | None:
-    """Return when the shared cooldown of ``dependency`` ends, if one is in force."""
-    until = cache.get(f"cooldown:{dependency}")
+    """Return when the shared cooldown of ``dependency`` ends, if one is in force.
+
+    With the cache unreachable, ``None`` (no known cooldown: fail open) and a warning.
+    """
+    try:
+        until = cache.get(f"cooldown:{dependency}")
+    except _CACHE_DOWN as exc:
+        logger.warning(
+            "cooldown of %s unknown, cache unreachable (%s: %s)",
+            dependency,
+            type(exc).__name__,
+            exc,
+        )
+        return None
     return until if until is not None and until > time.time() else None
 
 

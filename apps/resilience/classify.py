@@ -74,6 +74,11 @@ _BY_TYPE: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Erro
     (smtplib.SMTPException, ErrorKind.TRANSIENT),
     ((httpx.TimeoutException, redis.TimeoutError, TimeoutError), ErrorKind.TIMEOUT),
     ((httpx.TransportError, redis.ConnectionError, ConnectionError), ErrorKind.TRANSIENT),
+    # Plain bases last: their subclasses above (decode errors, pydantic's ValidationError,
+    # connection and timeout errors) keep their own kinds. A handler's ValueError is a
+    # rule its input broke; a PermissionError, access it was refused.
+    (ValueError, ErrorKind.BUSINESS_RULE),
+    (PermissionError, ErrorKind.AUTHORIZATION),
 ]
 
 

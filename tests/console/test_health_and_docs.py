@@ -15,6 +15,7 @@ def test_health_reports_every_store_ok() -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
+    assert body["failing"] == []
     assert {name: check["ok"] for name, check in body["checks"].items()} == {
         "database": True,
         "cache": True,
@@ -22,15 +23,20 @@ def test_health_reports_every_store_ok() -> None:
     }
 
 
-def test_health_is_503_and_names_the_store_when_the_cache_is_down(settings) -> None:
+def test_health_is_503_degraded_and_names_the_cache_when_the_cache_is_down(settings) -> None:
     dead = {
         "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
     }
     with override_settings(CACHES=dead):
         response = Client().get("/health/")
     assert response.status_code == 503
-    assert response.json()["checks"]["cache"]["ok"] is False
-    assert response.json()["checks"]["database"]["ok"] is True
+    body = response.json()
+    assert body["status"] == "degraded"  # the API still answers without its cache
+    assert body["failing"] == ["cache"]
+    assert body["checks"]["cache"]["ok"] is False
+    assert "ConnectionError" in body["checks"]["cache"]["error"]
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["broker"]["ok"] is True
 
 
 def test_the_schema_and_swagger_ui_are_served_without_a_cdn() -> None:

@@ -99,6 +99,8 @@ def _pydantic_error() -> pydantic.ValidationError:
         (_status_error(400), "validation"),
         (_status_error(404), "validation"),
         (_status_error(429), "rate_limited"),
+        (ValueError("amount must be positive"), "business_rule"),
+        (PermissionError(13, "Permission denied"), "authorization"),
         (KeyError("surprise"), "system"),
         (ZeroDivisionError(), "system"),
     ],
@@ -120,6 +122,24 @@ def test_each_exception_maps_to_its_kind(exc: BaseException, kind: str) -> None:
 )
 def test_severity_follows_the_kind(kind_exc: BaseException, severity: str) -> None:
     assert classify(kind_exc).severity == severity
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (json.JSONDecodeError("bad", "{", 0), "corruption"),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"), "corruption"),
+        (_pydantic_error(), "corruption"),
+        (ConnectionRefusedError(), "transient"),
+        (TimeoutError(), "timeout"),
+        (type("RuleBroken", (ValueError,), {})("x"), "business_rule"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else value,
+)
+def test_the_plain_bases_do_not_shadow_their_subclasses(exc: BaseException, kind: str) -> None:
+    """ValueError and PermissionError are checked last: a more specific class still wins."""
+    assert isinstance(exc, ValueError | OSError)
+    assert classify(exc).kind == kind
 
 
 def test_a_429_carries_retry_after_in_seconds() -> None:
