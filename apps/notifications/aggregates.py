@@ -1,4 +1,8 @@
-"""The Notification aggregate: requested once per (source event, channel); sent or failed once."""
+"""The Notification aggregate: requested once per (source event, channel), then sent once.
+
+A failed notification can be retried (its dead letter replayed): it is requested again, and
+then sent or failed again. A sent one is final, so a notification is never sent twice.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from apps.eventstore.aggregates import Aggregate, applies
-from apps.notifications.events import NotificationFailed, NotificationRequested, NotificationSent
+from apps.notifications.events import (
+    NotificationFailed,
+    NotificationRequested,
+    NotificationRetried,
+    NotificationSent,
+)
 
 REQUESTED, SENT, FAILED = "requested", "sent", "failed"
 _IDS = uuid.UUID("0c6f7cf2-6a0e-4a53-bb61-3b9f0d6c8e21")
@@ -64,6 +73,12 @@ class Notification(Aggregate):
         if self.status == REQUESTED:
             self.record(NotificationFailed(kind=kind, error=error[:2000]))
 
+    def retry(self) -> None:
+        """Request a failed notification again, to be sent or failed once more; a requested
+        or sent one is left as it is (sent is final: never sent twice)."""
+        if self.status == FAILED:
+            self.record(NotificationRetried())
+
     @applies(NotificationRequested)
     def _requested(self, event: NotificationRequested) -> None:
         self.owner_id, self.channel, self.body = event.owner_id, event.channel, dict(event.body)
@@ -77,3 +92,7 @@ class Notification(Aggregate):
     @applies(NotificationFailed)
     def _failed(self, event: NotificationFailed) -> None:
         self.status = FAILED
+
+    @applies(NotificationRetried)
+    def _retried(self, event: NotificationRetried) -> None:
+        self.status = REQUESTED

@@ -29,3 +29,8 @@ class NotificationSent(DomainEvent):
 class NotificationFailed(DomainEvent):
     kind: str
     error: str
+
+
+@event("notification.retried")
+class NotificationRetried(DomainEvent):
+    """A failed notification is requested again: its dead letter was retried."""

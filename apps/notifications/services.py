@@ -15,7 +15,7 @@ from apps.eventstore.registry import RecordedEvent
 from apps.eventstore.repository import Repository
 from apps.eventstore.store import CommandContext
 from apps.notifications import channels
-from apps.notifications.aggregates import REQUESTED, Notification
+from apps.notifications.aggregates import REQUESTED, SENT, Notification
 from apps.notifications.models import NotificationSettings, NotificationState
 from apps.notifications.webhooks import check_url
 from apps.reminders.events import ReminderTriggered
@@ -94,9 +94,14 @@ def request_for_reminder(triggered: RecordedEvent) -> list[uuid.UUID]:
 
 
 def deliver(notification_id: uuid.UUID, context: CommandContext) -> None:
-    """Send a requested notification on its channel and record it sent (in the caller's
-    transaction); a failure raises, for the runtime to classify."""
+    """Send a requested or failed notification on its channel and record it sent (in the
+    caller's transaction); a failure raises, for the runtime to classify.
+
+    A failed one is retried: the runtime re-runs a dead-lettered delivery only when its dead
+    letter is retried (by an operator or the sweep). A sent one is never sent again.
+    """
     notification = repository.load(notification_id)
+    notification.retry()
     if notification.status != REQUESTED:
         return
     target = _send(notification)
@@ -123,8 +128,9 @@ def _send(notification: Notification) -> str:
 
 def record_attempt_failed(notification_id: uuid.UUID, exc: BaseException) -> None:
     """Count a failed attempt and keep its error, for the user's delivery list."""
-    NotificationState.objects.filter(
-        notification_id=notification_id, status__in=[State.REQUESTED, State.RETRYING]
+    # A failed one is being retried (its dead letter replayed): that attempt counts too.
+    NotificationState.objects.filter(notification_id=notification_id).exclude(
+        status=State.SENT
     ).update(
         status=State.RETRYING,
         attempts=F("attempts") + 1,
@@ -135,9 +141,13 @@ def record_attempt_failed(notification_id: uuid.UUID, exc: BaseException) -> Non
 def record_failed(
     notification_id: uuid.UUID, *, kind: str, error: str, context: CommandContext
 ) -> None:
-    """Record that the notification will not be delivered (it was dead-lettered)."""
+    """Record that the notification will not be delivered (it was dead-lettered); a failed
+    one failed again on its retry, whose events rolled back with the attempt: record both."""
     with transaction.atomic():
         notification = repository.load(notification_id)
+        if notification.status == SENT:
+            return  # sent is final
+        notification.retry()
         notification.failed(kind=kind, error=error)
         repository.save(notification, context)
         NotificationState.objects.filter(notification_id=notification_id).update(

@@ -19,6 +19,7 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 from celery import current_app
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -27,6 +28,7 @@ from apps.notifications.models import NotificationState
 from apps.reminders.models import ReminderState
 from apps.resilience.breakers import CircuitBreaker, State
 from apps.resilience.models import Attempt, BreakerTransition, DeadLetter, Delivery
+from apps.resilience.services import dead_letters
 from tests.support.api import Api
 from tests.support.broker import free_port
 from tests.support.http import ControlledServer, Received, Reply
@@ -95,6 +97,11 @@ def receiver() -> Iterator[Receiver]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def operator() -> object:
+    return get_user_model().objects.create_user("operator", "operator@example.test")
 
 
 def use_webhook(api: Api, url: str) -> str:
@@ -365,3 +372,103 @@ def test_a_receiver_down_opens_the_breaker_defers_the_rest_and_all_arrive_once_w
     assert deferrals >= 1
     bodies = [json.loads(r.body) for r in back.received]
     assert all(b["event_type"] == "reminder.triggered" for b in bodies)
+
+
+# -- dead letters retried -----------------------------------------------------------------
+
+
+def dead_lettered_failed(nid: uuid.UUID) -> DeadLetter:
+    """Wait for the notification's delivery to be dead-lettered and recorded failed."""
+    wait_for_delivery(nid, Delivery.Status.DEAD_LETTERED)
+    wait_until(
+        lambda: NotificationState.objects.filter(notification_id=nid, status="failed").exists(),
+        message="the notification to be recorded failed",
+    )
+    return DeadLetter.objects.get(handler=HANDLER, stream_id=nid)
+
+
+def event_types(nid: uuid.UUID) -> list[str]:
+    return list(
+        Event.objects.filter(stream_id=nid).order_by("version").values_list("type", flat=True)
+    )
+
+
+def test_retrying_the_dead_letter_of_a_failed_notification_sends_it_once_with_the_same_key(
+    alice: Api, receiver: Receiver, operator: object
+) -> None:
+    receiver.default = Reply(400)  # the receiver rejects everything until it is fixed
+    use_webhook(alice, receiver.url + "/hook")
+    [nid] = fire_reminders(alice)
+    letter = dead_lettered_failed(nid)
+    receiver.default = Reply(200)  # fixed
+
+    dead_letters.retry(letter.pk, actor=operator)
+
+    wait_until(
+        lambda: DeadLetter.objects.filter(pk=letter.pk, status="resolved").exists(),
+        message="the dead letter to be resolved by its retry",
+    )
+    settle()
+    key = str(nid)
+    assert receiver.keys_answered() == [(key, 400), (key, 200)]
+    assert receiver.delivered() == {key: 1}
+    rejected, accepted = receiver.received
+    # The very same request again: a receiver can drop it by its key if it had kept the first.
+    assert accepted.body == rejected.body
+    assert accepted.headers["X-Backstop-Signature"] == rejected.headers["X-Backstop-Signature"]
+    resolved = DeadLetter.objects.get(pk=letter.pk)
+    assert resolved.resolution_notes == "retry succeeded"
+    state = NotificationState.objects.get(notification_id=nid)
+    assert (state.status, state.attempts, state.last_error) == ("sent", 2, "")
+    assert state.target == receiver.url + "/hook"
+    assert state.sent_at is not None
+    assert event_types(nid) == [
+        "notification.requested",
+        "notification.failed",
+        "notification.retried",
+        "notification.sent",
+    ]
+    listed = alice.get("notifications/").json()["results"]
+    assert [(n["id"], n["status"], n["attempts"], n["last_error"]) for n in listed] == [
+        (key, "sent", 2, "")
+    ]
+
+
+def test_a_retried_notification_that_fails_again_is_failed_again_with_the_new_error(
+    alice: Api, receiver: Receiver, operator: object
+) -> None:
+    receiver.then(Reply(400), Reply(422))
+    use_webhook(alice, receiver.url + "/hook")
+    [nid] = fire_reminders(alice)
+    letter = dead_lettered_failed(nid)
+
+    dead_letters.retry(letter.pk, actor=operator)
+
+    wait_until(
+        lambda: NotificationState.objects.filter(
+            notification_id=nid, status="failed", last_error__contains="422"
+        ).exists(),
+        message="the notification to be recorded failed again",
+    )
+    settle()
+    key = str(nid)
+    assert receiver.keys_answered() == [(key, 400), (key, 422)]
+    again = DeadLetter.objects.get(pk=letter.pk)
+    assert (again.status, again.attempts) == ("pending", 2)
+    state = NotificationState.objects.get(notification_id=nid)
+    assert (state.attempts, state.sent_at) == (2, None)
+    assert "HTTPStatusError" in state.last_error
+    assert "400" not in state.last_error
+    assert event_types(nid) == [
+        "notification.requested",
+        "notification.failed",
+        "notification.retried",
+        "notification.failed",
+    ]
+    first, second = Event.objects.filter(stream_id=nid, type="notification.failed").order_by(
+        "version"
+    )
+    assert ("400" in first.data["error"], "422" in second.data["error"]) == (True, True)
+    listed = alice.get("notifications/").json()["results"]
+    assert [(n["status"], n["attempts"], n["sent_at"]) for n in listed] == [("failed", 2, None)]
+    assert "422" in listed[0]["last_error"]
