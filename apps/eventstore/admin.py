@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
+from typing import Any
 
-from apps.eventstore import projections
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+
+from apps.eventstore import outbox_stats, projections
+from apps.eventstore.durations import age_text
 from apps.eventstore.models import Event, OutboxMessage, ProjectionState
+
+# The change list filtered to unpublished rows (``EmptyFieldListFilter`` on published_at).
+UNPUBLISHED_QUERY = "?published_at__isempty=1"
 
 
 class ReadOnlyMixin:
@@ -39,6 +45,25 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "event", "created_at", "published_at", "attempts", "last_error"]
     list_select_related = ["event"]
     list_filter = [("published_at", admin.EmptyFieldListFilter)]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Show the change list with the backlog (``backlog_panel``) above it."""
+        return super().changelist_view(
+            request, {**(extra_context or {}), "backlog": backlog_panel()}
+        )
+
+
+def backlog_panel() -> dict[str, Any]:
+    """Return the outbox backlog as the change list template shows it, with the query
+    string of the unpublished rows' list."""
+    figures = outbox_stats.backlog()
+    return {
+        **figures,
+        "oldest_age": age_text(figures["oldest_seconds"]),
+        "url": UNPUBLISHED_QUERY,  # ordered by id, so the oldest row comes first
+    }
 
 
 @admin.register(ProjectionState)

@@ -17,15 +17,6 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = reverse("admin:resilience_deadletter_changelist")
 
 
-@pytest.fixture
-def operator_client() -> Client:
-    """Olivia runs Backstop: a superuser in the console."""
-    user = get_user_model().objects.create_superuser("olivia", "olivia@example.test", "pw-olivia-1")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def _letter(**overrides: object) -> DeadLetter:
     now = timezone.now()
     fields = {
