@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
 
@@ -119,6 +120,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "backstop"),
+            # A Redis that hangs must not hang requests: callers fail open or fall back.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
 else:
@@ -183,6 +186,7 @@ CELERY_TASK_ROUTES = {
     "backstop.deliver": {"queue": "handlers"},
     "backstop.outbox.*": {"queue": "maintenance"},
     "backstop.dead_letters.*": {"queue": "maintenance"},
+    "backstop.deliveries.*": {"queue": "maintenance"},
     "backstop.reminders.*": {"queue": "maintenance"},
 }
 # Poison messages (undecodable bodies, unknown tasks) become dead letters instead of vanishing.
@@ -217,9 +221,10 @@ REST_FRAMEWORK = {
     "UNICODE_JSON": False,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.resilience.http.exception_handler",
+    # Fixed windows counted atomically in the cache; with the cache down they let requests by.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        "apps.resilience.throttles.UserThrottle",
+        "apps.resilience.throttles.AnonThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env_str("API_USER_RATE", "1200/min"),
@@ -280,10 +285,19 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"delivery": {"()": "apps.resilience.log_context.DeliveryContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"}
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s%(delivery)s"
+        }
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["delivery"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
@@ -358,6 +372,27 @@ RESILIENCE_WORKER_LOST_LIMIT = env_int("RESILIENCE_WORKER_LOST_LIMIT", 3)
 # Default soft/hard time limits of a handler (a handler may set its own in @handles).
 RESILIENCE_HANDLER_SOFT_TIME_LIMIT = env_int("RESILIENCE_HANDLER_SOFT_TIME_LIMIT", 30)
 RESILIENCE_HANDLER_TIME_LIMIT = env_int("RESILIENCE_HANDLER_TIME_LIMIT", 45)
+# The delivery ledger: the database knows every (handler, event) pair still to deliver, and
+# the reconciler re-sends the ones that made no progress (a message the broker lost).
+# A queued pair no worker has started after this long is sent again (then backing off).
+LEDGER_QUEUED_SECONDS = env_float("LEDGER_QUEUED_SECONDS", 60.0)
+# Slack past a running pair's hard time limit, or a waiting pair's next attempt.
+LEDGER_MARGIN_SECONDS = env_float("LEDGER_MARGIN_SECONDS", 30.0)
+# A longer wait (a long Retry-After, a breaker's cool-off) is kept in the ledger, not in a
+# broker countdown: Redis re-delivers what it holds longer than its visibility timeout.
+LEDGER_MAX_BROKER_COUNTDOWN = env_float("LEDGER_MAX_BROKER_COUNTDOWN", 300.0)
+# How often beat runs the reconciler, and the most pairs one run re-sends.
+LEDGER_RECONCILE_SECONDS = env_float("LEDGER_RECONCILE_SECONDS", 10.0)
+LEDGER_RECONCILE_BATCH = env_int("LEDGER_RECONCILE_BATCH", 500)
+if (
+    float(
+        CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", float("inf"))  # type: ignore[arg-type]
+    )
+    <= LEDGER_MAX_BROKER_COUNTDOWN
+):
+    raise ImproperlyConfigured(
+        "LEDGER_MAX_BROKER_COUNTDOWN must be shorter than CELERY_VISIBILITY_TIMEOUT"
+    )
 # How long the Redis fast path remembers that a handler processed an event.
 RESILIENCE_PROCESSED_CACHE_SECONDS = env_int("RESILIENCE_PROCESSED_CACHE_SECONDS", 86_400)
 # Circuit breaker defaults (a breaker may be given its own).

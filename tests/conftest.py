@@ -18,4 +18,4 @@ def pytest_configure(config: pytest.Config) -> None:
     timings.apply(settings)
 
 
-pytest_plugins = ["tests.support.worker", "tests.support.api"]
+pytest_plugins = ["tests.support.worker", "tests.support.api", "tests.support.probe"]

@@ -39,5 +39,10 @@ class EventDecodeError(EventStoreError):
     """A stored payload doesn't fit its event class, or no upcaster bridges its version."""
 
 
+class NewerSchemaVersion(EventDecodeError):
+    """A stored event is of a schema version newer than the running code knows (a rolling
+    deploy: a newer process wrote it); a process that knows the version can decode it."""
+
+
 class AppendOnlyViolation(EventStoreError):
     """Recorded events are never updated or deleted."""

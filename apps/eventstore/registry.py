@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from apps.eventstore.exceptions import EventDecodeError, UnknownEventType
+from apps.eventstore.exceptions import EventDecodeError, NewerSchemaVersion, UnknownEventType
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 E = TypeVar("E", bound="DomainEvent")
@@ -132,7 +132,7 @@ def _upcast(
     if not isinstance(data, dict):
         raise EventDecodeError(f"{event_type} payload is {type(data).__name__}, not an object")
     if schema_version > cls.schema_version:
-        raise EventDecodeError(
+        raise NewerSchemaVersion(
             f"{event_type} v{schema_version} is newer than the registered v{cls.schema_version}"
         )
     for from_version in range(schema_version, cls.schema_version):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -36,18 +36,38 @@ _TASK_ID_NAMESPACE = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 logger = logging.getLogger(__name__)
 
 
-class BrokerUnavailable(Exception):
-    """The broker refused or dropped a publish."""
+# Records the (handler, event id) pairs of published rows in the delivery ledger, inside
+# the transaction that marks them published. The runtime that owns the ledger installs it
+# at start-up (``apps.resilience``); the event store knows no more of it than this.
+LedgerRecorder = Callable[[list[tuple[str, uuid.UUID]]], None]
+_record_deliveries: LedgerRecorder | None = None
 
 
-def send_delivery(handler: str, event_id: uuid.UUID | str, **kwargs: object) -> None:
+def record_deliveries_with(recorder: LedgerRecorder | None) -> None:
+    """Install the function that records expected deliveries when rows are published."""
+    global _record_deliveries
+    _record_deliveries = recorder
+
+
+def send_delivery(
+    handler: str, event_id: uuid.UUID | str, *, countdown: float | None = None
+) -> None:
     """Send one ``deliver(handler, event_id)`` message to the handler's queue, outside the
-    relay (a replayed dead letter, a released parked event)."""
+    relay (the ledger's re-sends, a replayed dead letter, a released parked event)."""
     try:
-        queue = subscription(handler).queue
+        sub = subscription(handler)
     except KeyError:  # an unknown handler is dead-lettered by the runtime, not lost here
-        queue = "handlers"
-    current_app.send_task(DELIVER_TASK, args=(handler, str(event_id)), kwargs=kwargs, queue=queue)
+        queue, options = "handlers", {}
+    else:
+        queue, options = sub.queue, sub.publish_options()
+    current_app.send_task(
+        DELIVER_TASK,
+        args=(handler, str(event_id)),
+        task_id=delivery_task_id(handler, event_id),
+        queue=queue,
+        countdown=countdown,
+        **options,
+    )
 
 
 def delivery_task_id(handler: str, event_id: uuid.UUID | str) -> str:
@@ -78,8 +98,9 @@ def publish_pending(
        rows older than ``older_than``, when given) with ``FOR UPDATE SKIP LOCKED``: a row
        another relay holds is skipped, never published twice.
     2. Send one ``deliver(handler, event_id)`` message per subscribed handler.
-    3. Mark the sent rows published; on a broker error, record it on the row, stop, and
-       leave that row and the rest for the next sweep.
+    3. Mark the sent rows published and, in the same transaction, record one expected
+       delivery per (handler, event) in the ledger; on a broker error, record it on the
+       row, stop, and leave that row and the rest for the next sweep.
 
     Runs after every command's commit, so both statements are plain SQL (no ORM compile).
     """
@@ -119,6 +140,14 @@ def publish_pending(
                     " SET published_at = %s, attempts = attempts + 1, last_attempt_at = %s"
                     f" WHERE id IN ({', '.join(['%s'] * sent)})",
                     [now, now, *(row.id for row in rows[:sent])],
+                )
+            if _record_deliveries is not None:
+                _record_deliveries(
+                    [
+                        (sub.name, row.event_id)
+                        for row in rows[:sent]
+                        for sub in subscribers(row.type)
+                    ]
                 )
     return sent
 

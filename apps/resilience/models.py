@@ -27,9 +27,18 @@ class ProcessedMessage(models.Model):
 
 
 class Delivery(models.Model):
-    """One (handler, event) pair on its way through the runtime."""
+    """One (handler, event) pair in the delivery ledger: the database, not the broker, knows
+    whether it has reached an end.
+
+    The relay records a ``queued`` row per subscribed handler in the transaction that marks
+    the event's outbox row published; the runtime moves it through ``running`` to an end
+    (``succeeded``, ``dead_lettered``, ``parked``) or to a wait (``retrying``, ``deferred``).
+    ``reconcile_at`` is when a row that made no progress is sent again by the reconciler
+    (``apps.resilience.services.ledger``): a lost message costs a delay, never the event.
+    """
 
     class Status(models.TextChoices):
+        QUEUED = "queued"
         RUNNING = "running"
         RETRYING = "retrying"
         DEFERRED = "deferred"
@@ -39,7 +48,7 @@ class Delivery(models.Model):
 
     handler = models.CharField(max_length=200)
     event_id = models.UUIDField()
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     # starts - finishes - 1 at a start = how many earlier runs died with their worker.
     starts = models.PositiveIntegerField(default=0)
     finishes = models.PositiveIntegerField(default=0)
@@ -47,6 +56,14 @@ class Delivery(models.Model):
     last_kind = models.CharField(max_length=20, choices=ErrorKind.choices, blank=True)
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the reconciler sends the pair again unless it has moved on by then (NULL: at an end).
+    reconcile_at = models.DateTimeField(null=True, blank=True)
+    resends = models.PositiveIntegerField(default=0, help_text="messages the reconciler re-sent")
+    last_resent_at = models.DateTimeField(null=True, blank=True)
+    # The dead letter whose retry this delivery runs (its edited payload, its resolution).
+    replay_of = models.ForeignKey(
+        "DeadLetter", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -54,6 +71,20 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(fields=["handler", "event_id"], name="one_delivery_per_pair"),
+        ]
+        indexes = [
+            # Consumer: ledger.reconcile, which claims the pairs due for a re-send.
+            models.Index(
+                fields=["reconcile_at"],
+                name="delivery_reconcile_idx",
+                condition=Q(status__in=["queued", "running", "retrying", "deferred"]),
+            ),
+            # Consumer: the admin's and health's "not yet at an end" counts.
+            models.Index(
+                fields=["status", "updated_at"],
+                name="delivery_open_idx",
+                condition=Q(status__in=["queued", "running", "retrying", "deferred"]),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,21 +1,25 @@
 """The todos projection: TodoView rows and TodoStats counters, built from todo events.
 
 Events of one todo are applied in version order: one already applied is skipped, one
-ahead of the next expected version is refused as ``OutOfOrder`` (transient, so the
-runtime defers it until the missing one has been applied).
+ahead of the next expected version is refused as ``OutOfOrder``: the runtime defers it,
+spending no attempt, until the missing one has been applied (the delivery ledger sees to
+it that the missing one comes).
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count
+from django.utils import timezone
 
 from apps.eventstore.bulk import insert_rows
 from apps.eventstore.projections import Projection, register
 from apps.eventstore.registry import RecordedEvent
-from apps.resilience.taxonomy import TransientError
+from apps.resilience.taxonomy import Unavailable
 from apps.todos import fields
 from apps.todos.aggregates import COMPLETED, DELETED, OPEN
 from apps.todos.events import (
@@ -45,11 +49,17 @@ _VIEW_FIELDS = [
     "completed_at",
     "deleted_at",
 ]
+# How long an early event waits before it is tried again (scaled like the retry policies).
+OUT_OF_ORDER_WAIT_SECONDS = 1.0
 TODO_EVENTS = (TodoCreated, TodoUpdated, TodoCompleted, TodoReopened, TodoDeleted, TodoRestored)
 
 
-class OutOfOrder(TransientError):
+class OutOfOrder(Unavailable):
     """An event arrived before the one it follows; try again once that one is applied."""
+
+    def __init__(self, message: str) -> None:
+        wait = OUT_OF_ORDER_WAIT_SECONDS * settings.RESILIENCE_DELAY_SCALE
+        super().__init__(message, retry_at=timezone.now() + timedelta(seconds=wait))
 
 
 class TodoRows:

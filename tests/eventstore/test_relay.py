@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -12,43 +11,15 @@ from kombu import Connection
 
 from apps.eventstore import relay
 from apps.eventstore.models import OutboxMessage
-from apps.eventstore.registry import RecordedEvent
-from apps.eventstore.repository import Repository
-from apps.eventstore.store import CommandContext
-from apps.eventstore.subscriptions import handles
-from tests.eventstore.counter import Counter, CounterOpened
 from tests.support.broker import PrivateRedis, drain, free_port
+from tests.support.probe import open_counters, probe_messages
 from tests.support.threads import run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
-PROBE_QUEUE = "test-relay-probe"
-
-
-@handles(CounterOpened, name="test.relay-probe", queue=PROBE_QUEUE)
-def relay_probe(recorded: RecordedEvent) -> None:
-    """Never run: its messages stay in their own queue for the tests to count."""
-
-
-@pytest.fixture
-def probe_queue() -> Iterator[str]:
-    drain(settings.CELERY_BROKER_URL, PROBE_QUEUE)
-    yield PROBE_QUEUE
-    drain(settings.CELERY_BROKER_URL, PROBE_QUEUE)
-
-
-def _open_counters(count: int) -> list[RecordedEvent]:
-    repo = Repository(Counter)
-    return [repo.save(Counter.open(f"c{i}"), CommandContext())[0] for i in range(count)]
-
-
-def _probe_messages(broker_url: str) -> Tally[str]:
-    return Tally(
-        m["args"][1] for m in drain(broker_url, PROBE_QUEUE) if m["args"][0] == "test.relay-probe"
-    )
 
 
 def test_committed_events_are_published_right_after_commit(probe_queue: str) -> None:
-    opened = _open_counters(3)
+    opened = open_counters(3)
 
     assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
     messages = drain(settings.CELERY_BROKER_URL, probe_queue)
@@ -66,7 +37,7 @@ def test_two_relays_sweeping_at_once_publish_every_row_exactly_once(
     settings.OUTBOX_PUBLISH_ON_COMMIT = False
     settings.OUTBOX_SWEEP_GRACE_SECONDS = 0
     settings.OUTBOX_BATCH_SIZE = 7
-    opened = _open_counters(120)
+    opened = open_counters(120)
     start = threading.Barrier(2, timeout=10)
 
     def sweeper() -> int:
@@ -77,7 +48,7 @@ def test_two_relays_sweeping_at_once_publish_every_row_exactly_once(
 
     assert sum(published) == 120
     assert all(p > 0 for p in published), "both relays should have taken part"
-    assert _probe_messages(settings.CELERY_BROKER_URL) == Tally(str(e.event_id) for e in opened)
+    assert probe_messages(settings.CELERY_BROKER_URL) == Tally(str(e.event_id) for e in opened)
     assert set(OutboxMessage.objects.values_list("attempts", flat=True)) == {1}
     assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
 
@@ -89,13 +60,13 @@ def test_a_row_not_published_while_the_broker_was_down_is_published_by_the_next_
     broker = PrivateRedis(free_port())
     broker.start()
     try:
-        [first] = _open_counters(1)
+        [first] = open_counters(1)
         with Connection(broker.url) as conn:
             assert relay.publish_pending(connection=conn) == 1
-        assert _probe_messages(broker.url) == Tally([str(first.event_id)])
+        assert probe_messages(broker.url) == Tally([str(first.event_id)])
 
         broker.stop()
-        [second] = _open_counters(1)
+        [second] = open_counters(1)
         with Connection(broker.url, connect_timeout=1) as conn:
             assert relay.publish_pending(connection=conn) == 0
         row = OutboxMessage.objects.get(event__event_id=second.event_id)
@@ -106,7 +77,7 @@ def test_a_row_not_published_while_the_broker_was_down_is_published_by_the_next_
         broker.start()
         with Connection(broker.url) as conn:
             assert relay.publish_pending(connection=conn) == 1
-        assert _probe_messages(broker.url) == Tally([str(second.event_id)])
+        assert probe_messages(broker.url) == Tally([str(second.event_id)])
         row.refresh_from_db()
         assert row.published_at is not None
         assert row.attempts == 2
@@ -117,7 +88,7 @@ def test_a_row_not_published_while_the_broker_was_down_is_published_by_the_next_
 def test_the_sweep_leaves_fresh_rows_to_the_on_commit_relay(probe_queue: str, settings) -> None:
     settings.OUTBOX_PUBLISH_ON_COMMIT = False
     settings.OUTBOX_SWEEP_GRACE_SECONDS = 3600
-    _open_counters(2)
+    open_counters(2)
 
     assert relay.sweep() == 0
     assert OutboxMessage.objects.filter(published_at__isnull=True).count() == 2

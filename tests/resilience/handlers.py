@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import redis
+from billiard.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import OperationalError, connection
 
@@ -31,6 +32,7 @@ from apps.resilience.taxonomy import (
     ErrorKind,
     InvalidInput,
     NotFound,
+    RateLimited,
     TransientError,
     Unavailable,
 )
@@ -99,6 +101,8 @@ def perform(step: str, recorded: RecordedEvent) -> None:
         "not_found": NotFound("the thing is gone"),
         "system": RuntimeError("a bug in the handler"),
         "unavailable": Unavailable("held", retry_at=_in(0.2)),
+        # Longer than LEDGER_MAX_BROKER_COUNTDOWN in the tests: the wait is the ledger's.
+        "slow-down": RateLimited("the dependency asked for two hours", retry_after=7200),
     }
     if step in failures:
         raise failures[step]
@@ -146,6 +150,20 @@ def overridden(recorded: RecordedEvent) -> None:
     """Its own transient policy (2 fixed attempts) and a one-second soft time limit."""
     perform(next_step(f"overridden:{recorded.payload.name}"), recorded)
     record_effect("test.overridden", recorded)
+
+
+@handles(JobRequested, name="test.stubborn", soft_time_limit=1, time_limit=2)
+def stubborn(recorded: RecordedEvent) -> None:
+    """On step "stubborn" it ignores its soft time limit (as C code would) until the hard
+    limit kills its process; otherwise it records its effect."""
+    if next_step(f"stubborn:{recorded.payload.name}") == "stubborn":
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(0.05)
+            except SoftTimeLimitExceeded:
+                continue
+    record_effect("test.stubborn", recorded)
 
 
 def _hook_that_raises(exc: Exception, row: Any) -> None:

@@ -11,10 +11,10 @@ from django.conf import settings
 from kombu import Connection, Exchange, Queue
 
 from apps.eventstore import relay
-from apps.eventstore.models import Event, OutboxMessage
+from apps.eventstore.models import OutboxMessage
 from apps.eventstore.registry import RecordedEvent
 from apps.resilience.models import Attempt, DeadLetter, Delivery
-from tests.resilience.conftest import wait_for_status
+from tests.resilience.conftest import store_raw_event, wait_for_status
 from tests.resilience.handlers import effects
 from tests.support.waiting import wait_until
 
@@ -35,20 +35,7 @@ def _next_job_still_works(job: Job, name: str) -> None:
 def test_a_stored_payload_that_does_not_fit_its_class_is_one_corruption_dead_letter(
     job: Job,
 ) -> None:
-    row = Event.objects.create(
-        event_id=uuid.uuid4(),
-        stream_type="test.job",
-        stream_id=uuid.uuid4(),
-        version=1,
-        type="test.job.requested",
-        schema_version=1,
-        data={"title": "not a job"},
-        metadata={
-            "event_id": str(uuid.uuid4()),
-            "occurred_at": "2026-01-01T00:00:00+00:00",
-            "correlation_id": str(uuid.uuid4()),
-        },
-    )
+    row = store_raw_event(data={"title": "not a job"})
     outbox = OutboxMessage.objects.create(event=row)
     relay.publish_pending(ids=[outbox.pk])
 

@@ -6,9 +6,14 @@ import json
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+from celery import current_app
+from django.conf import settings
 from kombu import Connection
 
 from tests.support.waiting import wait_until
@@ -31,6 +36,32 @@ def drain(broker_url: str, queue: str) -> list[dict[str, Any]]:
                 messages.append({"task": headers["task"], "id": headers["id"], "args": args})
         finally:
             simple.close()
+
+
+@contextmanager
+def celery_broker(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Send this process's Celery messages to the broker at ``url`` inside the block.
+
+    Celery reads ``CELERY_BROKER_URL`` from the environment before its configuration, and
+    keeps its connection and producer pools: all are switched on the way in and out.
+    """
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    monkeypatch.setattr(settings, "CELERY_BROKER_URL", url)
+    working = current_app.conf.broker_url
+    current_app.conf.broker_url = url
+    _drop_pools()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        current_app.conf.broker_url = working
+        _drop_pools()
+
+
+def _drop_pools() -> None:
+    """Make Celery open new connections (to the broker now configured) on the next send."""
+    current_app._pool = None
+    current_app.amqp._producer_pool = None
 
 
 def free_port() -> int:

@@ -17,6 +17,8 @@ TEST_TIMINGS: dict[str, Any] = {
     "BREAKER_PROBE_LEASE_SECONDS": 10.0,
     "WEBHOOK_CONNECT_TIMEOUT": 1.0,
     "WEBHOOK_READ_TIMEOUT": 2.0,
+    # Waits longer than this are kept in the delivery ledger rather than the broker.
+    "LEDGER_MAX_BROKER_COUNTDOWN": 5.0,
 }
 
 

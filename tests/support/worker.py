@@ -39,6 +39,11 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def kill_group(self) -> None:
+        """SIGKILL the worker and every process of its pool, as a crashed machine would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -74,9 +79,13 @@ def start_worker(
     concurrency: int = 2,
     pool: str = "prefork",
     queues: str = "default,handlers,maintenance",
+    new_session: bool = False,
     **env: str,
 ) -> WorkerProcess:
-    """Start a worker on every queue and return once it answers a ping."""
+    """Start a worker on every queue and return once it answers a ping.
+
+    ``new_session``: the worker leads a process group of its own, so a test can kill it
+    and its pool at once (``kill_group``)."""
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log = tmp_dir / f"{name}.log"
     command = [
@@ -101,7 +110,12 @@ def start_worker(
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=worker_env(**env), stdout=out, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=worker_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
     worker = WorkerProcess(name, process, log)
 

@@ -13,10 +13,10 @@ from django.db import transaction
 from django.db.models import Count, F, Max, Min, Q
 from django.utils import timezone
 
-from apps.eventstore import relay
 from apps.eventstore.models import Event
 from apps.resilience.classify import Classification
 from apps.resilience.models import DeadLetter, DeadLetterAction, Delivery
+from apps.resilience.services import ledger
 from apps.resilience.taxonomy import ErrorKind
 
 Status = DeadLetter.Status
@@ -151,9 +151,9 @@ def retry(
         Delivery.objects.filter(handler=letter.handler, event_id=letter.event_id).update(
             attempts=0, finishes=F("starts")
         )
-        transaction.on_commit(
-            lambda: relay.send_delivery(letter.handler, letter.event_id, dead_letter_id=letter.pk)
-        )
+        # Queued in the ledger with the letter's state change: a broker error can delay
+        # the replay (the reconciler re-sends it), never lose it.
+        ledger.requeue(letter.handler, letter.event_id, replay_of=letter.pk)
     return letter
 
 
@@ -164,7 +164,7 @@ def resolve(dead_letter_id: int, *, actor: Any, notes: str = "") -> DeadLetter:
     with transaction.atomic():
         letter = _claim(dead_letter_id, OPEN, Status.RESOLVED, actor=actor, notes=notes)
         _audit(letter, Action.RESOLVE, actor, notes)
-        transaction.on_commit(lambda: parking.release_next(letter.handler, letter.stream_id))
+        parking.release_next(letter.handler, letter.stream_id)
     return letter
 
 
@@ -177,7 +177,7 @@ def discard(dead_letter_id: int, *, actor: Any, reason: str) -> DeadLetter:
     with transaction.atomic():
         letter = _claim(dead_letter_id, OPEN, Status.DISCARDED, actor=actor, notes=reason)
         _audit(letter, Action.DISCARD, actor, reason)
-        transaction.on_commit(lambda: parking.release_next(letter.handler, letter.stream_id))
+        parking.release_next(letter.handler, letter.stream_id)
     return letter
 
 

@@ -1,0 +1,203 @@
+"""The delivery ledger: the database, not the broker, knows what is left to deliver.
+
+Why a ledger: a Redis broker loses a message when a worker dies between taking it off the
+list and recording it as unacknowledged, holds a dead worker's reserved messages for the
+whole visibility timeout, forgets everything when restarted without persistence, and
+Celery acknowledges a task its hard time limit killed. So every (handler, event) pair the
+relay publishes gets a ``Delivery`` row in the transaction that marks the outbox row
+published (``expect``), and the runtime moves that row to an end or to a wait.
+
+The ledger is the ``Delivery`` table itself, with a ``queued`` state and a
+``reconcile_at`` time, rather than a table of its own: the runtime already keeps one row
+per pair (its start and finish counts, attempts, last error), and one row means one
+write per step instead of two that could disagree.
+
+``reconcile`` (run by beat) re-sends every pair whose ``reconcile_at`` has passed:
+
+- ``queued`` and never started: ``LEDGER_QUEUED_SECONDS`` after it was queued, then
+  backing off (doubling) so a long backlog is not flooded with copies;
+- ``running``: past the handler's hard time limit plus ``LEDGER_MARGIN_SECONDS`` (the
+  worker died; the next start counts the loss);
+- ``retrying`` / ``deferred``: past ``next_attempt_at`` plus the margin when the retry
+  went out as a broker countdown, or at ``next_attempt_at`` itself when the wait was
+  longer than ``LEDGER_MAX_BROKER_COUNTDOWN`` and so was kept here only.
+
+A copy of a message that was not lost is harmless: the processed mark makes its second
+run a no-op. Pairs at an end (succeeded, dead-lettered, parked) have no ``reconcile_at``.
+
+Handlers added later: the relay records pairs only for the handlers subscribed when it
+publishes. ``manage.py catch_up_handler NAME`` records (and so delivers) the pairs of a
+new handler for the events published before it existed; without it they are not sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from apps.eventstore import relay
+from apps.eventstore.subscriptions import Subscription, subscription
+from apps.resilience.models import Delivery
+
+logger = logging.getLogger(__name__)
+Status = Delivery.Status
+# States a pair waits in; everything else is an end.
+NOT_TERMINAL = (Status.QUEUED, Status.RUNNING, Status.RETRYING, Status.DEFERRED)
+# The longest a queued pair's re-sends back off to.
+MAX_QUEUED_BACKOFF_SECONDS = 3600.0
+
+
+def expect(pairs: Iterable[tuple[str, uuid.UUID]]) -> None:
+    """Record a ``queued`` delivery for each (handler, event id) pair not yet in the ledger.
+
+    Called by the relay inside the transaction that marks the outbox rows published. A
+    worker that already started the pair (its message arrived first) keeps its row.
+    """
+    now = timezone.now()
+    due = now + timedelta(seconds=settings.LEDGER_QUEUED_SECONDS)
+    rows = [
+        Delivery(
+            handler=handler,
+            event_id=event_id,
+            status=Status.QUEUED,
+            reconcile_at=due,
+            created_at=now,
+            updated_at=now,
+        )
+        for handler, event_id in pairs
+    ]
+    if rows:
+        Delivery.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def running_deadline(sub: Subscription | None, now: datetime) -> datetime:
+    """Return when a run started at ``now`` must have ended: the hard time limit plus margin."""
+    limit = settings.RESILIENCE_HANDLER_TIME_LIMIT
+    if sub is not None:
+        limit = sub.options.get("time_limit", limit)
+    return now + timedelta(seconds=limit + settings.LEDGER_MARGIN_SECONDS)
+
+
+def waits_in_broker(countdown: float) -> bool:
+    """Return whether a retry this far off may be a broker countdown (else the ledger keeps it)."""
+    return countdown <= settings.LEDGER_MAX_BROKER_COUNTDOWN
+
+
+def wait_deadline(next_attempt_at: datetime, countdown: float) -> datetime:
+    """Return when the reconciler sends a waiting pair: at its time if only the ledger holds
+    it, else a margin later (the broker's countdown message should have come by then)."""
+    if waits_in_broker(countdown):
+        return next_attempt_at + timedelta(seconds=settings.LEDGER_MARGIN_SECONDS)
+    return next_attempt_at
+
+
+def requeue(handler: str, event_id: uuid.UUID, *, replay_of: int | None = None) -> None:
+    """Put the pair back in the ledger as ``queued`` (in the caller's transaction) and send
+    its message once that commits; if the send fails, the reconciler sends it later.
+
+    Used by dead-letter retries (``replay_of`` names the letter) and parked releases, so
+    neither depends on a message that a broker error could drop.
+    """
+    now = timezone.now()
+    due = now + timedelta(seconds=settings.LEDGER_QUEUED_SECONDS)
+    fields = {"status": Status.QUEUED, "reconcile_at": due, "next_attempt_at": None}
+    if replay_of is not None:
+        fields["replay_of_id"] = replay_of
+    Delivery.objects.update_or_create(handler=handler, event_id=event_id, defaults=fields)
+    transaction.on_commit(lambda: _nudge(handler, event_id))
+
+
+def _nudge(handler: str, event_id: uuid.UUID) -> None:
+    try:
+        relay.send_delivery(handler, event_id)
+    except Exception:  # the ledger row is queued: the reconciler will send it
+        logger.warning("could not send %s to %s now; the reconciler will", event_id, handler)
+
+
+@dataclass(frozen=True)
+class Resent:
+    handler: str
+    event_id: uuid.UUID
+    status: str
+    resends: int
+
+
+def reconcile(*, limit: int | None = None) -> list[Resent]:
+    """Re-send the pairs that made no progress in time; return what was re-sent.
+
+    1. In one transaction, claim up to ``limit`` pairs whose ``reconcile_at`` has passed
+       with ``FOR UPDATE SKIP LOCKED`` (a second beat skips them), and push each one's
+       ``reconcile_at`` forward (backing off for queued pairs) with ``resends + 1``.
+    2. After commit, send one message per pair. A send that fails leaves the pair due again
+       at its new ``reconcile_at``.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        due = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status__in=NOT_TERMINAL, reconcile_at__lte=now)
+            .order_by("reconcile_at")
+            .values_list("pk", "handler", "event_id", "status", "resends")[
+                : limit or settings.LEDGER_RECONCILE_BATCH
+            ]
+        )
+        for pk, handler, _event_id, status, resends in due:
+            Delivery.objects.filter(pk=pk).update(
+                reconcile_at=now + _backoff(handler, status, resends),
+                resends=resends + 1,
+                last_resent_at=now,
+            )
+    resent = [Resent(h, e, s, r + 1) for _pk, h, e, s, r in due]
+    for item in resent:
+        logger.warning(
+            "reconciler re-sent %s to %s (it was %s; re-send %d)",
+            item.event_id,
+            item.handler,
+            item.status,
+            item.resends,
+        )
+        _nudge(item.handler, item.event_id)
+    return resent
+
+
+def _backoff(handler: str, status: str, resends: int) -> timedelta:
+    """Return how long after a re-send the pair is due again if it still made no progress."""
+    if status == Status.RUNNING:
+        try:
+            sub: Subscription | None = subscription(handler)
+        except KeyError:
+            sub = None
+        return running_deadline(sub, timezone.now()) - timezone.now()
+    seconds = settings.LEDGER_QUEUED_SECONDS * 2 ** min(resends + 1, 16)
+    return timedelta(seconds=min(seconds, MAX_QUEUED_BACKOFF_SECONDS))
+
+
+def summary(*, now: datetime | None = None) -> dict[str, object]:
+    """Return the ledger at a glance: pairs not yet at an end by state (count, oldest), how
+    many are overdue for the reconciler, and what it re-sent in the last hour."""
+    now = now or timezone.now()
+    open_rows = Delivery.objects.filter(status__in=NOT_TERMINAL)
+    by_state = {
+        row["status"]: {
+            "count": row["n"],
+            "oldest_seconds": (now - row["oldest"]).total_seconds() if row["oldest"] else None,
+        }
+        for row in open_rows.order_by()
+        .values("status")
+        .annotate(n=Count("pk"), oldest=Min("updated_at"))
+    }
+    hour_ago = now - timedelta(hours=1)
+    return {
+        "not_terminal": by_state,
+        "overdue": open_rows.filter(reconcile_at__lte=now).count(),
+        "resent_last_hour": Delivery.objects.filter(last_resent_at__gte=hour_ago).count(),
+        "resent_last_hour_open": open_rows.filter(Q(last_resent_at__gte=hour_ago)).count(),
+    }

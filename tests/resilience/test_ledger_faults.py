@@ -1,0 +1,141 @@
+"""No event lost when the broker loses messages: workers killed mid-flow, the broker flushed.
+
+Each test runs on a Redis broker of its own (a private redis-server) with workers of its
+own, so killing and flushing touch nothing else. The test process plays beat: it runs the
+reconciler while it waits, as the beat schedule does every ``LEDGER_RECONCILE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.contrib.auth import get_user_model
+from django.db.models import Sum
+
+from apps.eventstore.store import CommandContext
+from apps.resilience.models import DeadLetter, Delivery, ProcessedMessage
+from apps.resilience.services import ledger
+from apps.todos import services
+from apps.todos.models import TodoStats, TodoView
+from tests.support.broker import PrivateRedis, celery_broker, free_port
+from tests.support.waiting import wait_until
+from tests.support.worker import WorkerProcess, start_worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PROJECTION = "todos.projection"
+# The worker's timings here: a killed run is due for a re-send 6 + 2 s after it started.
+WORKER_ENV = {
+    "RESILIENCE_HANDLER_SOFT_TIME_LIMIT": "5",
+    "RESILIENCE_HANDLER_TIME_LIMIT": "6",
+    "LEDGER_MARGIN_SECONDS": "2",
+    "RESILIENCE_WORKER_LOST_LIMIT": "5",
+}
+QUEUED_SECONDS = 3.0
+THRESHOLD = max(QUEUED_SECONDS, 6 + 2)
+
+
+@pytest.fixture
+def broker(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateRedis]:
+    """Point this process's Celery app at a private Redis for the test's length."""
+    private = PrivateRedis(free_port())
+    private.start()
+    settings.LEDGER_QUEUED_SECONDS = QUEUED_SECONDS
+    with celery_broker(private.url, monkeypatch):
+        yield private
+    private.stop()
+
+
+def _worker(tmp_path: Path, broker: PrivateRedis) -> WorkerProcess:
+    return start_worker(tmp_path, new_session=True, CELERY_BROKER_URL=broker.url, **WORKER_ENV)
+
+
+def _owner() -> int:
+    return get_user_model().objects.create_user(f"owner-{uuid.uuid4().hex[:8]}").pk
+
+
+def _create_and_update(owner_id: int, count: int) -> list[uuid.UUID]:
+    """Create ``count`` todos and update each once: two events per todo."""
+    context = CommandContext(actor_id=str(owner_id))
+    ids = []
+    for index in range(count):
+        todo = services.create_todo(owner_id=owner_id, context=context, title=f"todo {index}")
+        services.update_todo(
+            owner_id=owner_id, todo_id=todo.id, context=context, title=f"todo {index}, edited"
+        )
+        ids.append(todo.id)
+    return ids
+
+
+def _all_projected(todo_ids: list[uuid.UUID]) -> bool:
+    """Play beat (run the reconciler), then say whether every todo is in the read model at v2."""
+    ledger.reconcile()
+    return TodoView.objects.filter(todo_id__in=todo_ids, version=2).count() == len(todo_ids)
+
+
+def _assert_each_effect_once(owner_id: int, todo_ids: list[uuid.UUID]) -> None:
+    assert TodoView.objects.filter(todo_id__in=todo_ids).count() == len(todo_ids)
+    stats = TodoStats.objects.filter(owner_id=owner_id).aggregate(total=Sum("total"))
+    assert stats["total"] == len(todo_ids)  # a second application would count twice
+    marks = ProcessedMessage.objects.filter(handler=PROJECTION).count()
+    assert marks == 2 * len(todo_ids)
+    left = Delivery.objects.filter(handler=PROJECTION).exclude(status="succeeded")
+    assert not left.exists(), list(left.values_list("status", flat=True))
+    assert not DeadLetter.objects.exists()
+
+
+def test_500_events_reach_the_read_model_while_the_worker_is_killed_again_and_again(
+    broker: PrivateRedis, tmp_path: Path
+) -> None:
+    owner_id = _owner()
+    worker = _worker(tmp_path, broker)
+    todo_ids: list[uuid.UUID] = []
+    try:
+        for batch in range(10):
+            todo_ids += _create_and_update(owner_id, 25)
+            if batch in (2, 5, 8):  # mid-flow: the worker still has a backlog to process
+                worker.kill_group()
+                worker = _worker(tmp_path, broker)
+        last_command = time.monotonic()
+
+        wait_until(
+            lambda: _all_projected(todo_ids),
+            timeout=THRESHOLD + 60,
+            interval=0.5,
+            message="every todo in the read model",
+        )
+
+        assert time.monotonic() - last_command <= THRESHOLD + 60
+        _assert_each_effect_once(owner_id, todo_ids)
+        # The kills cost messages the broker will hold for an hour: the ledger re-sent them.
+        assert Delivery.objects.filter(handler=PROJECTION, resends__gte=1).exists()
+    finally:
+        worker.stop()
+
+
+def test_events_whose_messages_were_flushed_from_the_broker_are_delivered(
+    broker: PrivateRedis, tmp_path: Path
+) -> None:
+    owner_id = _owner()
+    todo_ids = _create_and_update(owner_id, 50)  # no worker yet: the messages wait in Redis
+    client = redis.Redis.from_url(broker.url)
+    assert client.llen("handlers") >= 100
+
+    client.flushdb()
+    worker = _worker(tmp_path, broker)
+    try:
+        wait_until(
+            lambda: _all_projected(todo_ids),
+            timeout=THRESHOLD + 60,
+            interval=0.5,
+            message="every todo in the read model",
+        )
+        _assert_each_effect_once(owner_id, todo_ids)
+        resent = Delivery.objects.filter(handler=PROJECTION, resends__gte=1).count()
+        assert resent == 2 * len(todo_ids)  # every one of them came from the ledger
+    finally:
+        worker.stop()
