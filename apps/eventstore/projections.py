@@ -126,9 +126,14 @@ def live_generation(name: str) -> Coalesce:
 
 
 def lag(name: str) -> int:
-    """Return how many log positions the projection's checkpoint is behind the head."""
-    head = Event.objects.order_by("-position").values_list("position", flat=True).first() or 0
-    return max(0, head - _state(name).position)
+    """Return how many events the projection reads are past its checkpoint.
+
+    Only its own event types count: other apps' events after the checkpoint are nothing
+    it has left to do, so a caught-up projection has a lag of 0.
+    """
+    return Event.objects.filter(
+        type__in=projection(name).event_types, position__gt=_state(name).position
+    ).count()
 
 
 def count_events(name: str) -> int:

@@ -64,7 +64,10 @@ class Reminder(Aggregate):
             raise InvalidInput(f"minutes must be from {low} to {high}")
         if self.status == CANCELLED:
             raise BusinessRuleViolation("a cancelled reminder can't be snoozed")
-        self.record(ReminderSnoozed(remind_at=now + timedelta(minutes=minutes), minutes=minutes))
+        # Snoozing never brings a reminder forward: it moves from the later of now and
+        # its own time (a future reminder is put off further; a fired one, from now).
+        base = max(now, self.remind_at) if self.remind_at is not None else now
+        self.record(ReminderSnoozed(remind_at=base + timedelta(minutes=minutes), minutes=minutes))
 
     def cancel(self, reason: str) -> None:
         if self.status != PENDING:

@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 
 from apps.eventstore.models import Event
 from apps.reminders.models import ReminderState
-from apps.reminders.services import MAX_PENDING_PER_TODO
+from apps.reminders.services import MAX_PENDING_PER_TODO, fire_due_reminders
 from apps.resilience.models import Delivery
 from tests.support.api import Api
 from tests.support.threads import run_in_threads
@@ -215,22 +215,39 @@ def test_concurrent_schedules_beyond_the_limit_never_make_more_than_ten_pending(
 
 
 @pytest.mark.parametrize("minutes", [1, 90, 10_080])
-def test_snoozing_moves_the_reminder_to_now_plus_the_minutes(alice: Api, minutes: int) -> None:
+def test_snoozing_a_future_reminder_puts_it_off_by_the_minutes(alice: Api, minutes: int) -> None:
     todo = alice.create()
     reminder = schedule(alice, todo["id"], remind_at=later(days=30))
-    before = timezone.now()
 
     response = alice.post(f"reminders/{reminder['id']}/snooze/", {"minutes": minutes})
 
-    after = timezone.now()
     assert response.status_code == 200, response.json()
     body = response.json()
     moved = parse(body["remind_at"])
-    assert before + timedelta(minutes=minutes) <= moved <= after + timedelta(minutes=minutes)
+    assert moved == parse(reminder["remind_at"]) + timedelta(minutes=minutes)  # never earlier
     assert (body["status"], body["version"]) == ("pending", 2)
     state = ReminderState.objects.get(reminder_id=reminder["id"])
     assert (state.remind_at, state.status, state.version) == (moved, "pending", 2)
     assert reminder_events(reminder["id"]) == ["reminder.scheduled", "reminder.snoozed"]
+
+
+def test_snoozing_a_fired_reminder_moves_it_to_now_plus_the_minutes(alice: Api) -> None:
+    todo = alice.create()
+    reminder = schedule(alice, todo["id"], remind_at=later(seconds=1))
+    wait_until(lambda: fire_due_reminders() and _status(reminder["id"]) == "triggered")
+    before = timezone.now()
+
+    response = alice.post(f"reminders/{reminder['id']}/snooze/", {"minutes": 30})
+
+    after = timezone.now()
+    assert response.status_code == 200, response.json()
+    moved = parse(response.json()["remind_at"])
+    assert before + timedelta(minutes=30) <= moved <= after + timedelta(minutes=30)
+    assert response.json()["status"] == "pending"
+
+
+def _status(reminder_id: str) -> str:
+    return ReminderState.objects.get(reminder_id=reminder_id).status
 
 
 @pytest.mark.parametrize("minutes", [0, 10_081, -5, "soon", None])

@@ -24,10 +24,9 @@ class Api:
         self.user = get_user_model().objects.create_user(
             username, f"{username}@example.test", f"pw-{username}-1"
         )
+        self.token = Token.objects.create(user=self.user).key
         self.client = APIClient()
-        self.client.credentials(
-            HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=self.user).key}"
-        )
+        self.client.credentials(HTTP_AUTHORIZATION=f"Token {self.token}")
 
     def get(self, path: str, **params: Any) -> Any:
         return self.client.get(f"/api/v1/{path}", params)
