@@ -58,8 +58,8 @@ def replay(sizes: Sizes) -> Result:
 
 def _api_user(todos: int) -> tuple[str, int]:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
+    from apps.accounts.services import issue_token
     from apps.eventstore import projections
     from apps.eventstore.repository import Repository
     from apps.eventstore.store import CommandContext
@@ -83,7 +83,7 @@ def _api_user(todos: int) -> tuple[str, int]:
         repo.save_many(batch, CommandContext(actor_id=str(user.pk)))
     settings.OUTBOX_PUBLISH_ON_COMMIT = True
     projections.rebuild("todos", batch=2000)  # the read model of every todo, at once
-    return Token.objects.create(user=user).key, user.pk
+    return issue_token(user=user).key, user.pk
 
 
 CLIENTS = 16

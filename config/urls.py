@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
-from apps.console.views import health
+from apps.accounts.views import TokenView
+from apps.console.views import health, ready
 
 admin.site.site_header = "Backstop console"
 admin.site.site_title = "Backstop console"
@@ -15,7 +15,8 @@ admin.site.site_title = "Backstop console"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
-    path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
+    path("ready/", ready, name="ready"),
+    path("api/v1/auth/token/", TokenView.as_view(), name="api-token"),
     path("api/v1/", include("apps.todos.api.urls")),
     path("api/v1/", include("apps.reminders.api.urls")),
     path("api/v1/", include("apps.notifications.api.urls")),

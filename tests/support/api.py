@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.accounts.services import issue_token
 from tests.support.worker import WorkerProcess, settle
 
 
@@ -24,7 +24,7 @@ class Api:
         self.user = get_user_model().objects.create_user(
             username, f"{username}@example.test", f"pw-{username}-1"
         )
-        self.token = Token.objects.create(user=self.user).key
+        self.token = issue_token(user=self.user).key  # the raw key; the database has its hash
         self.client = APIClient()
         self.client.credentials(HTTP_AUTHORIZATION=f"Token {self.token}")
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.eventstore.models import Event
@@ -27,7 +26,7 @@ Send = Callable[[APIClient], Any]
 
 def at_once(user: Api, sends: list[Send]) -> list[Any]:
     """Send every request as ``user`` at the same moment, each from its own client."""
-    token = Token.objects.get(user=user.user).key
+    token = user.token
     start = threading.Barrier(len(sends), timeout=30)
 
     def send(one: Send) -> Any:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.eventstore.models import Event
@@ -114,7 +113,7 @@ def test_a_key_of_the_wrong_length_is_refused(alice: Api, key: str) -> None:
 
 
 def test_ten_concurrent_requests_with_the_same_key_create_one_todo(alice: Api) -> None:
-    token = Token.objects.get(user=alice.user).key
+    token = alice.token
     racers = 10
     barrier = threading.Barrier(racers, timeout=20)
 
