@@ -9,16 +9,28 @@ import httpx
 from django.conf import settings
 from django.core.mail import EmailMessage
 
+from apps.notifications import webhooks
 from apps.notifications.aggregates import Notification
-from apps.notifications.webhooks import check_url, sign
 from apps.resilience.breakers import CircuitBreaker
 from apps.resilience.taxonomy import InvalidInput
+
+
+class NoTarget(InvalidInput):
+    """The user has no address on this channel (no email address, no webhook URL)."""
+
+
+class Redirected(InvalidInput):
+    """The webhook answered a redirect, which is not followed (it could lead anywhere)."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"the webhook answered a redirect ({status_code}); not followed")
+        self.status_code = status_code
 
 
 def send_email(notification: Notification, address: str) -> str:
     """Send the notification to ``address`` through Django's email backend; return it."""
     if not address:
-        raise InvalidInput("the user has no email address")
+        raise NoTarget("the user has no email address")
     todo = notification.body.get("todo", {})
     message = EmailMessage(
         subject=f"Reminder: {todo.get('title', 'a todo')}",
@@ -41,8 +53,12 @@ def _email_text(body: dict[str, Any]) -> str:
 
 
 def send_webhook(notification: Notification, url: str, secret: str) -> str:
-    """POST the notification as signed JSON; a non-2xx answer raises (classified by status)."""
-    host = check_url(url)  # again at delivery time: DNS may have changed since it was set
+    """POST the notification as signed JSON; a non-2xx answer raises (classified by status).
+
+    The URL is checked again at delivery time (DNS may have changed since it was set), and
+    the request goes only to an address that check approved.
+    """
+    target = webhooks.check_url(url)
     body = json.dumps(
         {
             "event_type": notification.source_type,
@@ -58,16 +74,12 @@ def send_webhook(notification: Notification, url: str, secret: str) -> str:
         "Content-Type": "application/json",
         "Idempotency-Key": str(notification.id),
         "X-Backstop-Event": notification.source_type,
-        "X-Backstop-Signature": sign(body, secret),
+        "X-Backstop-Signature": webhooks.sign(body, secret),
     }
     timeout = httpx.Timeout(settings.WEBHOOK_READ_TIMEOUT, connect=settings.WEBHOOK_CONNECT_TIMEOUT)
-    with CircuitBreaker(f"webhook:{host}").guard():
-        response = httpx.post(
-            url, content=body, headers=headers, timeout=timeout, follow_redirects=False
-        )
+    with CircuitBreaker(f"webhook:{target.host}").guard():
+        response = webhooks.post(target, content=body, headers=headers, timeout=timeout)
         if response.is_redirect:
-            raise InvalidInput(
-                f"the webhook answered a redirect ({response.status_code}); not followed"
-            )
+            raise Redirected(response.status_code)
         response.raise_for_status()
     return url

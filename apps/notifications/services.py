@@ -8,22 +8,30 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
 from apps.eventstore.registry import RecordedEvent
 from apps.eventstore.repository import Repository
 from apps.eventstore.store import CommandContext
-from apps.notifications import channels
+from apps.notifications import channels, failures
 from apps.notifications.aggregates import REQUESTED, SENT, Notification
 from apps.notifications.models import NotificationSettings, NotificationState
-from apps.notifications.webhooks import check_url
+from apps.notifications.webhooks import HostDoesNotResolve, check_url
 from apps.reminders.events import ReminderTriggered
 from apps.resilience.taxonomy import InvalidInput, SecurityViolation
 from apps.todos.services import repository as todos
 
 repository = Repository(Notification)
 State = NotificationState.Status
+
+
+class InvalidWebhookUrl(InvalidInput):
+    """The webhook URL given can't be used; ``fields`` names it for the API's error body."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.fields = {"webhook_url": [message[:1].upper() + message[1:] + "."]}
 
 
 def set_webhook(
@@ -33,12 +41,15 @@ def set_webhook(
 
     A secret is made when a URL is set where there was none, or when asked to rotate; it
     is returned only then, for the user to keep. Clearing the URL forgets the secret.
+
+    A URL whose host does not resolve now is refused (a 400): most likely a typo, and the
+    user is there to fix it. At delivery the same is transient and retried.
     """
     if url:
         try:
             check_url(url)
-        except SecurityViolation as exc:  # the user's input is unusable: a 400, not a 500
-            raise InvalidInput(str(exc)) from exc
+        except (InvalidInput, SecurityViolation, HostDoesNotResolve) as exc:  # a 400
+            raise InvalidWebhookUrl(str(exc)) from exc
     row, _ = NotificationSettings.objects.get_or_create(user_id=user_id)
     if url is not None:
         row.webhook_url = url
@@ -122,19 +133,25 @@ def _send(notification: Notification) -> str:
         return channels.send_email(notification, user.email)
     row = NotificationSettings.objects.filter(user_id=user.pk).first()
     if row is None or not row.webhook_url:
-        raise InvalidInput("the user has no webhook URL")
+        raise channels.NoTarget("the user has no webhook URL")
     return channels.send_webhook(notification, row.webhook_url, row.webhook_secret)
 
 
 def record_attempt_failed(notification_id: uuid.UUID, exc: BaseException) -> None:
-    """Count a failed attempt and keep its error, for the user's delivery list."""
+    """Count a failed attempt and keep a message about it for the user's delivery list.
+
+    Only a plain message (``failures``): the exception's detail is for operators, who find
+    it in the delivery attempts and the dead letter.
+    """
+    rows = NotificationState.objects.filter(notification_id=notification_id)
+    channel = rows.values_list("channel", flat=True).first()
+    if channel is None:
+        return
     # A failed one is being retried (its dead letter replayed): that attempt counts too.
-    NotificationState.objects.filter(notification_id=notification_id).exclude(
-        status=State.SENT
-    ).update(
+    rows.exclude(status=State.SENT).update(
         status=State.RETRYING,
         attempts=F("attempts") + 1,
-        last_error=f"{type(exc).__name__}: {exc}"[:2000],
+        last_error=failures.user_message(channel, exc),
     )
 
 
@@ -142,7 +159,11 @@ def record_failed(
     notification_id: uuid.UUID, *, kind: str, error: str, context: CommandContext
 ) -> None:
     """Record that the notification will not be delivered (it was dead-lettered); a failed
-    one failed again on its retry, whose events rolled back with the attempt: record both."""
+    one failed again on its retry, whose events rolled back with the attempt: record both.
+
+    ``error`` (the exception's detail) goes into the ``notification.failed`` event, for
+    operators; the user keeps the message of the attempt that failed last.
+    """
     with transaction.atomic():
         notification = repository.load(notification_id)
         if notification.status == SENT:
@@ -150,8 +171,14 @@ def record_failed(
         notification.retry()
         notification.failed(kind=kind, error=error)
         repository.save(notification, context)
+        unknown = Value(failures.fallback(notification.channel))
         NotificationState.objects.filter(notification_id=notification_id).update(
-            status=State.FAILED, last_error=error[:2000]
+            status=State.FAILED,
+            last_error=Case(
+                When(last_error="", then=unknown),
+                default=F("last_error"),
+                output_field=TextField(),
+            ),
         )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from django.core.cache import cache
 
@@ -181,7 +182,12 @@ def test_a_failed_notification_failing_again_records_its_retry_and_the_new_error
     alice: Api,
 ) -> None:
     notification = _stored_failed(alice.user.pk)
-    services.record_attempt_failed(notification.id, RuntimeError("422 Unprocessable"))
+    request = httpx.Request("POST", "https://10.0.0.7:8443/hook")
+    rejected = httpx.Response(422, request=request)
+    services.record_attempt_failed(
+        notification.id,
+        httpx.HTTPStatusError("422 Unprocessable", request=request, response=rejected),
+    )
 
     services.record_failed(
         notification.id, kind="validation", error="HTTPStatusError: 422", context=SYSTEM
@@ -194,11 +200,15 @@ def test_a_failed_notification_failing_again_records_its_retry_and_the_new_error
         "notification.failed",
     ]
     state = NotificationState.objects.get(notification_id=notification.id)
+    # The user reads a plain message; the detail stays in the event, for operators.
     assert (state.status, state.attempts, state.last_error) == (
         "failed",
         2,
-        "HTTPStatusError: 422",
+        "the webhook endpoint answered 422",
     )
+    assert Event.objects.filter(
+        stream_id=notification.id, type="notification.failed", data__error="HTTPStatusError: 422"
+    ).exists()
 
 
 @pytest.mark.django_db

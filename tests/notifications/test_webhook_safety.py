@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
-import socket
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -23,12 +22,15 @@ from django.utils import timezone
 
 from apps.eventstore.store import CommandContext
 from apps.notifications import services
-from apps.notifications.aggregates import REQUESTED, Notification
+from apps.notifications.aggregates import REQUESTED
 from apps.notifications.channels import send_webhook
 from apps.notifications.models import NotificationSettings, NotificationState
+from apps.notifications.webhooks import HostDoesNotResolve, check_url, is_public
 from apps.reminders.models import ReminderState
 from apps.resilience.breakers import CircuitBreaker
-from apps.resilience.taxonomy import InvalidInput, SecurityViolation
+from apps.resilience.classify import classify
+from apps.resilience.taxonomy import BackstopError, ErrorKind, InvalidInput, SecurityViolation
+from tests.notifications.conftest import Listener, a_notification
 from tests.support.api import Api
 from tests.support.http import ControlledServer, controlled_server
 from tests.support.waiting import wait_until
@@ -44,6 +46,12 @@ PRIVATE_TARGETS = [
     "https://[::ffff:127.0.0.1]/hook",
     "https://2130706433/hook",  # 127.0.0.1 written as one number
     "https://192.168.1.1/hook",
+    # IPv6 forms that carry a private IPv4 address, which is what they reach:
+    "https://[::127.0.0.1]/hook",  # IPv4-compatible
+    "https://[64:ff9b::7f00:1]/hook",  # NAT64 of 127.0.0.1
+    "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of the metadata address 169.254.169.254
+    "https://[2002:7f00:1::]/hook",  # 6to4 of 127.0.0.1
+    "https://[64:ff9b:1::a9fe:a9fe]/hook",  # local-use NAT64: never globally reachable
 ]
 
 
@@ -58,60 +66,9 @@ def fresh_breaker(worker: object) -> Iterator[None]:
 
 
 @pytest.fixture
-def production(settings: Any) -> Any:
-    settings.WEBHOOK_ALLOW_PRIVATE = False
-    return settings
-
-
-@pytest.fixture
 def receiver() -> Iterator[ControlledServer]:
     with controlled_server() as server:
         yield server
-
-
-class Listener:
-    """A bare listening socket: a TCP connection to it is queued even though nobody answers,
-    so after a call returns we can tell whether anything connected at all (TLS included)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.setblocking(False)
-        self.port: int = self.sock.getsockname()[1]
-
-    def connections(self) -> int:
-        count = 0
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except BlockingIOError:
-                return count
-            conn.close()
-            count += 1
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    bare = Listener()
-    try:
-        yield bare
-    finally:
-        bare.close()
-
-
-def a_notification(owner_id: int) -> Notification:
-    return Notification.request(
-        owner_id=owner_id,
-        channel="webhook",
-        source_event_id=uuid.uuid4(),
-        source_type="reminder.triggered",
-        occurred_at=timezone.now(),
-        body={"todo": {"title": "Call mum"}, "reminder": {}},
-    )
 
 
 # -- set through the API ------------------------------------------------------------------
@@ -172,6 +129,101 @@ def test_a_host_that_does_not_resolve_is_refused(alice: Api, production: Any) ->
     assert alice.get("me/").json()["webhook_url"] == ""
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("https://8.8.8.8:99999/", "port must be a number from 1 to 65535"),
+        ("https://8.8.8.8:0/", "port must be a number from 1 to 65535"),
+        ("https://8.8.8.8:abc/", "is not a valid URL"),
+        ("https://[::1", "is not a valid URL"),
+        ("https:///hook", "has no host"),
+    ],
+)
+def test_a_malformed_url_is_a_400_naming_the_field_not_a_500(
+    alice: Api, production: Any, url: str, says: str
+) -> None:
+    response = alice.patch("me/", {"webhook_url": url})
+
+    assert response.status_code == 400, response.json()
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    [message] = error["fields"]["webhook_url"]
+    assert says in message
+    assert alice.get("me/").json()["webhook_url"] == ""
+
+
+@pytest.mark.django_db
+def test_another_scheme_is_refused_saying_http_and_https_are_accepted_where_both_are(
+    alice: Api, settings: Any
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = True  # local use: http is accepted too
+
+    response = alice.patch("me/", {"webhook_url": "ftp://127.0.0.1/hook"})
+
+    assert response.status_code == 400, response.json()
+    [message] = response.json()["error"]["fields"]["webhook_url"]
+    assert message == "The webhook URL must be an http or https URL."
+
+
+@pytest.mark.django_db
+def test_another_scheme_is_refused_saying_https_in_production(alice: Api, production: Any) -> None:
+    response = alice.patch("me/", {"webhook_url": "ftp://1.1.1.1/hook"})
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["fields"]["webhook_url"] == ["The webhook URL must use https."]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://8.8.8.8:99999/",
+        "https://8.8.8.8:abc/",
+        "https://[::1",
+        "https://[::1]:-1/",
+        "https://",
+        "",
+        "https://exa mple.com/",
+        "https://[fe80::1%25eth0]/",
+        "https://xn--/",
+        "https://" + "a" * 300 + ".test/",
+    ],
+)
+def test_checking_a_url_raises_only_errors_of_the_taxonomy(production: Any, url: str) -> None:
+    with pytest.raises(BackstopError):
+        check_url(url)
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+        ("::ffff:8.8.8.8", True),
+        ("224.0.0.1", False),
+        ("100.64.0.1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::127.0.0.1", False),
+        ("::", False),
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("64:ff9b:1::808:808", False),
+        ("2002:7f00:1::", False),
+        ("::ffff:0:7f00:1", False),  # IPv4-translated 127.0.0.1
+        ("2002:a9fe:a9fe::1", False),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+        ("fd00::1", False),
+        ("fe80::1", False),
+        ("ff02::1", False),
+    ],
+)
+def test_an_address_is_public_only_if_what_it_reaches_is(address: str, public: bool) -> None:
+    assert is_public(ipaddress.ip_address(address)) is public
+
+
 # -- checked again at delivery time ---------------------------------------------------------
 
 
@@ -179,7 +231,7 @@ def test_a_host_that_does_not_resolve_is_refused(alice: Api, production: Any) ->
 def test_delivery_refuses_a_private_https_target_before_connecting(
     alice: Api, production: Any, listener: Listener
 ) -> None:
-    for host in ("127.0.0.1", "localhost"):
+    for host in ("127.0.0.1", "localhost", "[::ffff:127.0.0.1]"):
         with pytest.raises(SecurityViolation, match="non-public"):
             send_webhook(
                 a_notification(alice.user.pk), f"https://{host}:{listener.port}/hook", "secret"
@@ -274,3 +326,12 @@ def test_the_signature_is_the_hmac_of_the_raw_body_with_the_latest_secret_shown(
     # It signs the bytes as sent: the same JSON re-serialised differently would not match.
     loose = json.dumps(json.loads(received.body), indent=2).encode()
     assert signature != "sha256=" + hmac.new(secret.encode(), loose, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.django_db
+def test_a_host_that_does_not_resolve_at_delivery_is_transient(production: Any) -> None:
+    """The name may come back (an expired domain renewed, a DNS outage): retry, don't give up."""
+    with pytest.raises(HostDoesNotResolve) as raised:
+        send_webhook(a_notification(1), "https://hooks.no-such-name.invalid/x", "secret")
+
+    assert classify(raised.value).kind is ErrorKind.TRANSIENT
