@@ -29,9 +29,16 @@ class Repository(Generic[A]):
         self.aggregate_class = aggregate_class
 
     def load(self, stream_id: uuid.UUID) -> A:
-        """Return the aggregate at its latest version, or raise ``StreamNotFound``."""
+        """Return the aggregate at its latest version, or raise ``StreamNotFound``.
+
+        A stream of another type (a reminder's id given as a todo's) is not found either:
+        it holds no aggregate of this class, and the caller answers as for a missing one.
+        """
+        stream_type = self.aggregate_class.stream_type
         aggregate = self._from_snapshot(stream_id) or self.aggregate_class(stream_id)
         for recorded in store.read_stream(stream_id, after_version=aggregate.version):
+            if recorded.stream_type != stream_type:
+                raise StreamNotFound(stream_id)
             aggregate.apply(recorded.payload)
         if aggregate.version == 0:
             raise StreamNotFound(stream_id)
@@ -80,7 +87,9 @@ class Repository(Generic[A]):
         if not self.aggregate_class.snapshot_every:
             return None
         snapshot = Snapshot.objects.filter(
-            stream_id=stream_id, schema_version=self.aggregate_class.snapshot_schema
+            stream_id=stream_id,
+            stream_type=self.aggregate_class.stream_type,
+            schema_version=self.aggregate_class.snapshot_schema,
         ).first()
         if snapshot is None:
             return None

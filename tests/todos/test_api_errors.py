@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
 
@@ -376,7 +375,7 @@ def test_a_token_is_issued_for_the_right_password_and_works(alice: Api) -> None:
     )
 
     assert response.status_code == 200
-    assert response.json() == {"token": Token.objects.get(user=alice.user).key}
+    assert set(response.json()) == {"token", "expiry"}
     client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
     assert client.get(TODOS).status_code == 200
 
@@ -482,8 +481,8 @@ def test_put_on_an_existing_todo_is_a_405_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    "if_match", ["abc", "0", "-1", '"1.5"', "", "W/", '"1", "2"', "1e3", "\u00b2"]
-)
+    "if_match", ["abc", "-1", '"1.5"', "", "W/", '"1", "2"', "1e3", "\u00b2"]
+)  # "0" has a message of its own (tests/todos/test_postgres_limits.py)
 @pytest.mark.parametrize("action", ["patch", "complete/", "delete"])
 def test_a_malformed_if_match_is_a_400_naming_the_header(
     api: Api, todo: dict[str, Any], if_match: str, action: str

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.utils.cache import add_never_cache_headers
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,6 +18,7 @@ from rest_framework.views import APIView
 from apps.notifications import services
 from apps.notifications.models import NotificationSettings, NotificationState
 from apps.todos.api.serializers import StrictSerializer, TextField
+from apps.todos.api.storable import storable_offset, storable_text
 
 
 class MeSerializer(serializers.Serializer):
@@ -57,7 +63,10 @@ class MeView(APIView):
         body = dict(MeSerializer(_me(request, row)).data)
         if secret is not None:
             body["webhook_secret"] = secret  # shown once: sign-check X-Backstop-Signature with it
-        return Response(body)
+        response = Response(body)
+        if secret is not None:
+            add_never_cache_headers(response)  # Cache-Control: no-store; no cache keeps it
+        return response
 
 
 class NotificationSerializer(serializers.ModelSerializer):
@@ -82,6 +91,37 @@ class NotificationSerializer(serializers.ModelSerializer):
 class NewestFirst(CursorPagination):
     ordering = ("-created_at", "-notification_id")
     page_size = 50
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """Return the request's cursor; one not made here is a 400 naming ``cursor``.
+
+        DRF checks the cursor's shape but not its position, which the query compares
+        with ``created_at``: a position PostgreSQL can't read would be a 500.
+        """
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            raise _invalid_cursor() from None
+        if cursor is not None and cursor.position is not None and not _created_at(cursor.position):
+            raise _invalid_cursor()
+        return cursor
+
+
+def _invalid_cursor() -> serializers.ValidationError:
+    return serializers.ValidationError({"cursor": ["Invalid cursor; start again without one."]})
+
+
+def _created_at(position: str) -> datetime | None:
+    """Return a cursor's position as the aware date and time it names, or None."""
+    if not storable_text(position):  # Python's parser skips a NUL inside a date
+        return None
+    try:
+        value = parse_datetime(position)
+    except ValueError:  # a date that doesn't exist: month 13, February 30
+        return None
+    if value is None or value.tzinfo is None or not storable_offset(value):
+        return None
+    return value
 
 
 class NotificationListView(ListAPIView):

@@ -75,7 +75,7 @@ class SnoozeView(APIView):
 
 
 class ReminderView(APIView):
-    @extend_schema(request=None, responses=ReminderSerializer)
+    @extend_schema(request=None, responses={200: ReminderSerializer})
     def delete(self, request: Request, reminder_id: uuid.UUID) -> Response:
         state = services.cancel_reminder(
             owner_id=request.user.pk, reminder_id=reminder_id, context=context_of(request)

@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import django_filters
+from django import forms
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from apps.todos.api.storable import OFFSET_MESSAGE, storable_offset
 from apps.todos.fields import PRIORITIES
 from apps.todos.models import TodoView
+
+
+class StorableIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date and time whose offset PostgreSQL accepts (Python's range is wider)."""
+
+    default_error_messages = {"offset": OFFSET_MESSAGE}
+
+    def to_python(self, value: Any) -> datetime | None:
+        result = super().to_python(value)
+        if result is not None and not storable_offset(result):
+            raise forms.ValidationError(self.error_messages["offset"], code="offset")
+        return result
+
+
+class StorableIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = StorableIsoDateTimeField
 
 
 class TodoFilter(django_filters.FilterSet):
@@ -19,8 +41,8 @@ class TodoFilter(django_filters.FilterSet):
     )
     priority = django_filters.ChoiceFilter(choices=[(p, p) for p in PRIORITIES])
     tag = django_filters.CharFilter(method="filter_tag", max_length=40)
-    due_before = django_filters.IsoDateTimeFilter(field_name="due_at", lookup_expr="lt")
-    due_after = django_filters.IsoDateTimeFilter(field_name="due_at", lookup_expr="gte")
+    due_before = StorableIsoDateTimeFilter(field_name="due_at", lookup_expr="lt")
+    due_after = StorableIsoDateTimeFilter(field_name="due_at", lookup_expr="gte")
     overdue = django_filters.BooleanFilter(method="filter_overdue")
     search = django_filters.CharFilter(method="filter_search", max_length=200)
 

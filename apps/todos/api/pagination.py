@@ -20,6 +20,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from apps.todos.api.storable import storable_offset, storable_text
+
 # ordering name -> (model field, how a missing value sorts)
 ORDERINGS = {
     "due_at": "sort_due",
@@ -71,7 +73,33 @@ class KeysetPagination(BasePagination):
                 "ordering": {"type": "string"},
                 "results": schema,
             },
+            "required": ["next", "ordering", "results"],
         }
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        orderings = [f"{sign}{name}" for name in ORDERINGS for sign in ("", "-")]
+        return [
+            {
+                "name": "ordering",
+                "in": "query",
+                "required": False,
+                "description": f"sort order (default {self.default_ordering})",
+                "schema": {"type": "string", "enum": orderings},
+            },
+            {
+                "name": "page_size",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size},
+            },
+            {
+                "name": "cursor",
+                "in": "query",
+                "required": False,
+                "description": "the page after the one whose `next` link named it",
+                "schema": {"type": "string"},
+            },
+        ]
 
     def _parse_ordering(self, ordering: str) -> tuple[bool, str]:
         name = ordering.removeprefix("-")
@@ -112,31 +140,40 @@ class KeysetPagination(BasePagination):
         return replace_query_param(self.request.build_absolute_uri(), "cursor", cursor)
 
     def _decode(self, cursor: str | None) -> tuple[Any, int] | None:
+        """Return the cursor's sort value and row id; a cursor not made here is a 400."""
         if not cursor:
             return None
         try:
             token = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-            value, last_id, ordering = token["v"], int(token["id"]), token["o"]
-            if ordering != self.ordering:
+            if token["o"] != self.ordering:
                 raise ValueError("cursor belongs to another ordering")
-            name = self.ordering.removeprefix("-")
-            if name in ("due_at", "created_at"):
-                value = datetime.fromisoformat(value)
-                if value.tzinfo is None:
-                    raise ValueError("naive datetime")
-            elif name == "priority" and type(value) is not int:
-                raise TypeError("priority rank must be an integer")
-            elif name == "title" and (not isinstance(value, str) or "\x00" in value):
-                raise TypeError("title must be a string without NUL")
-            return value, last_id
+            return _sort_value(self.ordering.removeprefix("-"), token["v"]), int(token["id"])
         except (
-            ValueError,
+            ValueError,  # also JSON and Unicode errors
             KeyError,
             TypeError,
+            OverflowError,  # int(Infinity)
+            RecursionError,  # JSON nested too deep to parse
             binascii.Error,
-            json.JSONDecodeError,
             AttributeError,
         ):
             raise serializers.ValidationError(
                 {"cursor": ["Invalid cursor; start again without one."]}
             ) from None
+
+
+def _sort_value(name: str, value: Any) -> Any:
+    """Return a cursor's value of the ``name`` ordering as the query compares it.
+
+    Raises ``ValueError`` or ``TypeError`` for a value the column can't be compared with
+    (PostgreSQL would refuse it with an error).
+    """
+    if name in ("due_at", "created_at"):
+        value = datetime.fromisoformat(value)
+        if value.tzinfo is None or not storable_offset(value):
+            raise ValueError("a cursor's date needs an offset PostgreSQL accepts")
+    elif name == "priority" and type(value) is not int:
+        raise TypeError("priority rank must be an integer")
+    elif name == "title" and not (isinstance(value, str) and storable_text(value)):
+        raise TypeError("title must be text PostgreSQL can store")
+    return value

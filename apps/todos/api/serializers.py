@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.todos import fields, recurrence
@@ -69,6 +71,17 @@ class StrictSerializer(serializers.Serializer):
         if unknown:
             raise serializers.ValidationError(unknown)
         return value
+
+
+class StrictSerializerExtension(OpenApiSerializerExtension):
+    """Documents a StrictSerializer's body as closed: ``additionalProperties: false``."""
+
+    target_class = StrictSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
 
 
 class TodoInputSerializer(StrictSerializer):
@@ -192,8 +205,35 @@ class StatsSerializer(serializers.Serializer):
     by_priority = serializers.DictField(child=serializers.IntegerField())
 
 
+@extend_schema_field(TodoInputSerializer)
+class BulkItemField(serializers.JSONField):
+    """One item of a bulk create: any JSON here, validated as a todo by the view, so an
+    invalid item is reported with its index instead of failing the whole body."""
+
+
 class BulkInputSerializer(StrictSerializer):
     MAX_ITEMS = 1000
 
     mode = serializers.ChoiceField(choices=["atomic", "partial"], default="atomic")
-    items = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=MAX_ITEMS)
+    items = serializers.ListField(child=BulkItemField(), min_length=1, max_length=MAX_ITEMS)
+
+
+class BulkRowSerializer(serializers.Serializer):
+    """What happened to one item: ``created`` (with its id and version), ``invalid`` (with
+    its errors by field) or ``not_created`` (valid, but an atomic bulk had invalid items)."""
+
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["created", "invalid", "not_created"])
+    id = serializers.UUIDField(required=False)
+    version = serializers.IntegerField(required=False)
+    errors = serializers.DictField(required=False)
+
+
+class BulkOutputSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=["atomic", "partial"])
+    created = serializers.IntegerField()
+    invalid = serializers.IntegerField()
+    results = BulkRowSerializer(many=True)
+    error_summary = serializers.DictField(
+        child=serializers.IntegerField(), help_text="how many errors of each field:code"
+    )

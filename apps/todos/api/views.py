@@ -22,6 +22,7 @@ from apps.todos.api.pagination import KeysetPagination
 from apps.todos.api.serializers import (
     VIEW_ROW_FIELDS,
     BulkInputSerializer,
+    BulkOutputSerializer,
     EventSerializer,
     StatsSerializer,
     TodoInputSerializer,
@@ -31,8 +32,14 @@ from apps.todos.api.serializers import (
 )
 from apps.todos.services import TodoState
 
+#: Far more digits than any version has, far fewer than int() parses (4,300).
+VERSION_DIGITS_MAX = 64
 IF_MATCH = OpenApiParameter(
-    "If-Match", str, OpenApiParameter.HEADER, description="the version you read"
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description='the version you read, e.g. "3" (versions start at 1)',
+    pattern=r'^(W/)?"?[0-9]*[1-9][0-9]*"?$',
 )
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, description="repeat-safe key, kept 24 h"
@@ -51,8 +58,10 @@ def expected_version(request: Request) -> int | None:
     if raw is None:
         return None
     value = raw.strip().removeprefix("W/").strip('"')
-    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or len(value) > VERSION_DIGITS_MAX:
         raise serializers.ValidationError({"If-Match": ['Must be a version number, e.g. "3".']})
+    if int(value) < 1:
+        raise serializers.ValidationError({"If-Match": ["Versions start at 1."]})
     return int(value)
 
 
@@ -137,7 +146,7 @@ class TodoViewSet(viewsets.GenericViewSet):
         )
         return state_response(state)
 
-    @extend_schema(request=None, responses=TodoOutputSerializer, parameters=[IF_MATCH])
+    @extend_schema(request=None, responses={200: TodoOutputSerializer}, parameters=[IF_MATCH])
     def destroy(self, request: Request, todo_id: uuid.UUID) -> Response:
         return self._command(request, todo_id, services.delete_todo)
 
@@ -166,7 +175,7 @@ class TodoViewSet(viewsets.GenericViewSet):
         return state_response(state)
 
     @extend_schema(responses=EventSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def events(self, request: Request, todo_id: uuid.UUID) -> Response:
         history = selectors.history_of(request.user.pk, todo_id)
         return Response(EventSerializer(history, many=True).data)
@@ -176,7 +185,10 @@ class TodoViewSet(viewsets.GenericViewSet):
     def stats(self, request: Request) -> Response:
         return Response(StatsSerializer(selectors.stats_of(request.user.pk)).data)
 
-    @extend_schema(request=BulkInputSerializer, responses={201: None, 207: None, 400: None})
+    @extend_schema(
+        request=BulkInputSerializer,
+        responses={201: BulkOutputSerializer, 207: BulkOutputSerializer, 400: BulkOutputSerializer},
+    )
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
         payload = BulkInputSerializer(data=request.data)
