@@ -30,6 +30,8 @@ print(opened.event_id)
 def embedded_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     env.update(
+        # As `make run` does: DEBUG is off unless the environment turns it on.
+        DEBUG="1",
         BACKSTOP_VAR_DIR=str(tmp_path / "var"),
         EVENTSTORE_EXTRA_HANDLER_MODULES="tests.eventstore.counter",
         PYTHONPATH=str(ROOT),

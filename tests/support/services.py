@@ -27,6 +27,17 @@ def require_real_services(settings: Any) -> None:
         raise pytest.UsageError(f"Redis at {settings.REDIS_URL} does not answer: {exc}") from exc
 
 
+def require_debug(settings: Any) -> None:
+    """Stop the run unless it was started as ``make test`` starts it: with ``DEBUG=1``.
+
+    Backstop's settings default to production (DEBUG off: HTTPS redirects, secure cookies,
+    no private webhooks), which the suite's plain-http clients and local receivers can't
+    use; the test command turns DEBUG on explicitly, as ``make run`` does.
+    """
+    if not settings.DEBUG and settings.SECURE_SSL_REDIRECT:
+        raise pytest.UsageError("run the suite with DEBUG=1 (as `make test` does)")
+
+
 def redis_db_url(url: str, db: int) -> str:
     """Return ``url`` pointing at database ``db`` instead of its own."""
     base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
