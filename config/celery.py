@@ -13,6 +13,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("backstop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Each worker records its heartbeat for /health/ (by name: the module needs Django set up).
+app.steps["worker"].add("apps.console.worker_heartbeat:WorkerHeartbeat")
 
 
 @task_prerun.connect

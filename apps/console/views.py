@@ -4,24 +4,36 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from django.views.defaults import page_not_found
 
-from apps.console.health import overall_status, run_checks
+from apps.console.health import report
 from apps.resilience.http import error_body
 
 
 @never_cache
-@require_GET
-def health(request: HttpRequest) -> JsonResponse:
-    """Return 200 ``ok`` when every store answers; otherwise 503, ``degraded`` or
-    ``unavailable`` (see ``overall_status``), naming the ``failing`` stores."""
-    checks = run_checks()
-    failing = [name for name, result in checks.items() if not result["ok"]]
-    return JsonResponse(
-        {"status": overall_status(failing), "failing": failing, "checks": checks},
-        status=503 if failing else 200,
-    )
+@require_safe
+def health(request: HttpRequest) -> HttpResponse:
+    """Liveness: 200 whenever this process answers, with the report of every store and
+    process; its ``status`` says ``ok``, ``degraded`` or ``unavailable``."""
+    return _answer(request, report(), status=200)
+
+
+@never_cache
+@require_safe
+def ready(request: HttpRequest) -> HttpResponse:
+    """Readiness: the same report, 200 when nothing fails, else 503 naming the ``failing``
+    stores and processes (a worker or beat whose heartbeat is missing or stale)."""
+    body = report()
+    return _answer(request, body, status=503 if body["failing"] else 200)
+
+
+def _answer(request: HttpRequest, body: dict[str, object], *, status: int) -> HttpResponse:
+    """Return ``body`` as JSON, or for HEAD the status alone: gunicorn drops a HEAD
+    response's body anyway, logging a warning for every probe that gets one."""
+    if request.method == "HEAD":
+        return HttpResponse(status=status, content_type="application/json")
+    return JsonResponse(body, status=status)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -10,8 +10,10 @@ from tests.support.broker import free_port
 pytestmark = pytest.mark.django_db
 
 
-def test_health_reports_every_store_ok() -> None:
-    response = Client().get("/health/")
+@pytest.mark.usefixtures("processes_alive")
+@pytest.mark.parametrize("path", ["/health/", "/ready/"])
+def test_health_and_ready_report_every_store_and_process_ok(path: str) -> None:
+    response = Client().get(path)
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
@@ -21,22 +23,29 @@ def test_health_reports_every_store_ok() -> None:
         "cache": True,
         "broker": True,
     }
+    assert {name: process["ok"] for name, process in body["processes"].items()} == {
+        "worker": True,
+        "beat": True,
+    }
 
 
-def test_health_is_503_degraded_and_names_the_cache_when_the_cache_is_down(settings) -> None:
+@pytest.mark.usefixtures("processes_alive")
+def test_with_the_cache_down_ready_is_503_naming_it_and_health_stays_200(settings) -> None:
     dead = {
         "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
     }
     with override_settings(CACHES=dead):
-        response = Client().get("/health/")
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "degraded"  # the API still answers without its cache
-    assert body["failing"] == ["cache"]
-    assert body["checks"]["cache"]["ok"] is False
-    assert "ConnectionError" in body["checks"]["cache"]["error"]
-    assert body["checks"]["database"]["ok"] is True
-    assert body["checks"]["broker"]["ok"] is True
+        ready = Client().get("/ready/")
+        health = Client().get("/health/")
+    assert ready.status_code == 503
+    assert health.status_code == 200  # alive: this process answers, whatever it reports
+    for body in (ready.json(), health.json()):
+        assert body["status"] == "degraded"  # the API still answers without its cache
+        assert body["failing"] == ["cache"]
+        assert body["checks"]["cache"]["ok"] is False
+        assert "ConnectionError" in body["checks"]["cache"]["error"]
+        assert body["checks"]["database"]["ok"] is True
+        assert body["checks"]["broker"]["ok"] is True
 
 
 def test_the_schema_and_swagger_ui_are_served_without_a_cdn() -> None:
