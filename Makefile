@@ -19,11 +19,12 @@ $(STAMP): requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	@touch $(STAMP)
 
+# DEBUG is off unless the environment turns it on: the local run and the tests turn it on.
 run: install
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py ensure_operator
+	DEBUG=1 $(BIN)/python manage.py migrate --noinput
+	DEBUG=1 $(BIN)/python manage.py ensure_operator
 	@echo "Backstop on http://127.0.0.1:$(PORT)/ (admin: /admin/, API docs: /api/docs/); Ctrl-C stops it."
-	HOST=127.0.0.1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
+	DEBUG=1 HOST=127.0.0.1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
 
 services:
 	bin/ensure-services
@@ -38,7 +39,7 @@ format: install
 	$(BIN)/ruff format .
 
 test: install services lint
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
+	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" \
 	  $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 

@@ -106,10 +106,16 @@ class Processes:
     def __init__(self) -> None:
         self.running: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *command: str, log: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, *command: str, log: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         out = (RESULTS / f"{log}.log").open("wb")
         process = subprocess.Popen(
-            command, cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=dict(os.environ) if env is None else env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         self.running.append(process)
         return process

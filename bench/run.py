@@ -7,7 +7,7 @@ import sys
 
 from bench.harness import Processes, prepare_environment, report
 
-GROUPS = ("append", "pipeline", "replay", "api", "dead_letters")
+GROUPS = ("append", "pipeline", "replay", "api", "dead_letters", "embedded")
 
 
 def main() -> int:
@@ -31,7 +31,7 @@ def main() -> int:
 
     django.setup()
     call_command("migrate", verbosity=0)
-    from bench import scenarios, scenarios_read
+    from bench import embedded, scenarios, scenarios_read
 
     sizes = scenarios.Sizes.of(quick)
     processes = Processes()
@@ -55,6 +55,8 @@ def main() -> int:
             results.extend(scenarios_read.api(sizes, processes))
         if "dead_letters" in only:
             results.extend(scenarios_read.dead_letters(sizes))
+        if "embedded" in only:
+            results.extend(embedded.embedded(processes, sizes.repeats))
     finally:
         processes.stop_all()
     report(results, quick, partial=only != set(GROUPS))

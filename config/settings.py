@@ -7,10 +7,15 @@ kombu's filesystem broker under ``var/``. With ``DATABASE_URL``, ``CELERY_BROKER
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
@@ -21,16 +26,29 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _persisted_secret_key() -> str:
-    """Return a random key kept in var/, so a single-host install needs no configuration."""
+    """Return a random key kept in var/, so a single-host install needs no configuration.
+
+    The key is written to a private (0600) file that is then linked into place, so of
+    processes starting together (web, worker, beat, gunicorn's workers) the first one's key
+    is every one's key, and no process ever reads a half-written file."""
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(64))
-        path.chmod(0o600)
+        fd, draft = tempfile.mkstemp(dir=VAR_DIR, prefix=".secret_key.")
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(64))
+            # FileExistsError: another process got there first, and its key is the one.
+            with contextlib.suppress(FileExistsError):
+                os.link(draft, path)
+        finally:
+            os.unlink(draft)
     return path.read_text().strip()
 
 
 # --- Core -------------------------------------------------------------------------------
-DEBUG = env_bool("DEBUG", True)
+# Off unless the environment turns it on (`make run` and `make test` do): the debug page
+# shows every setting, service passwords included, to whoever reaches the port.
+DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY") or _persisted_secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -44,7 +62,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -55,17 +74,22 @@ INSTALLED_APPS = [
     "apps.reminders",
     "apps.notifications",
     "apps.console",
+    "apps.accounts",  # after knox: replaces its token admin
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything that renders, so templates can read request.csp_nonce.
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out admin login into its 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -143,6 +167,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # The exchange tables too, or kombu writes them to ./control in the working directory.
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu polls a folder for messages; its default second between looks held the
+        # embedded default to about two messages a second.
+        "polling_interval": env_float("EMBEDDED_BROKER_POLL_SECONDS", 0.02),
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -191,9 +218,18 @@ CELERY_TASK_ROUTES = {
 }
 # Poison messages (undecodable bodies, unknown tasks) become dead letters instead of vanishing.
 CELERY_WORKER_CONSUMER = "apps.resilience.consumer:DeadLetteringConsumer"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, recording beat's heartbeat as it ticks.
+CELERY_BEAT_SCHEDULER = "apps.console.beat:HeartbeatScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Process heartbeats (apps.console: /health/, /ready/) ---------------------------------
+# How often the worker and beat record that they are alive, and how old the freshest
+# heartbeat of each may grow before /ready/ reports that process down (503).
+HEARTBEAT_SECONDS = env_float("HEARTBEAT_SECONDS", 10.0)
+HEARTBEAT_STALE_SECONDS = env_float("HEARTBEAT_STALE_SECONDS", 60.0)
+if HEARTBEAT_STALE_SECONDS <= HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("HEARTBEAT_STALE_SECONDS must be longer than HEARTBEAT_SECONDS")
 
 # --- Event store and outbox timing knobs -------------------------------------------------
 # Take a snapshot every N events of a stream, for aggregates that opt in.
@@ -209,9 +245,13 @@ OUTBOX_INLINE_MAX = env_int("OUTBOX_INLINE_MAX", 50)
 OUTBOX_SWEEP_GRACE_SECONDS = env_float("OUTBOX_SWEEP_GRACE_SECONDS", 2.0)
 
 # --- API ----------------------------------------------------------------------------------
+# Proxies in front of the web process that append to X-Forwarded-For: client addresses
+# (throttles, login lockouts) are read that many hops back; 0 trusts only the connection.
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 REST_FRAMEWORK = {
+    "NUM_PROXIES": TRUSTED_PROXIES,
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",  # hashed keys with an expiry (REST_KNOX below)
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -229,6 +269,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "user": env_str("API_USER_RATE", "1200/min"),
         "anon": env_str("API_ANON_RATE", "60/min"),
+        # The token endpoint (apps.accounts.throttles): every attempt, per address and per
+        # username asked for, so guessing passwords is slow however it is spread.
+        "login_address": env_str("API_LOGIN_ADDRESS_RATE", "30/min"),
+        "login_username": env_str("API_LOGIN_USERNAME_RATE", "10/min"),
     },
 }
 # The largest request body the API parses (a bulk of 1,000 todos fits).
@@ -242,9 +286,35 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents the error responses it can give, in the one error shape.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.resilience.http.document_error_responses",
+    ],
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out admin login before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# API tokens (django-rest-knox): the database keeps a SHA-512 digest and the first 15
+# characters of each key, never the key; clients send "Authorization: Token <key>".
+API_TOKEN_TTL_HOURS = env_int("API_TOKEN_TTL_HOURS", 720)
+REST_KNOX = {"TOKEN_TTL": timedelta(hours=API_TOKEN_TTL_HOURS), "AUTH_HEADER_PREFIX": "Token"}
+# Admin login guessing (django-axes): AXES_FAILURE_LIMIT failures of one username from one
+# address lock that pair out of the admin login (429) for the cool-off. Failures at the
+# token endpoint count too, but it answers with its own throttles (429 with Retry-After),
+# so axes locks the admin site only.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("AXES_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_ONLY_ADMIN_SITE = True
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXIES or None
+AXES_VERBOSE = False  # no start-up banner in every management command and worker
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -268,9 +338,10 @@ if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 # --- Security (on whenever DEBUG is off; each can be relaxed behind a TLS proxy) --------
+# Believed from whoever sends it: the TLS proxy in front must set it, overwriting the client's.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^ready/$"]
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
@@ -278,6 +349,23 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not 
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Every page may load scripts, styles and images from this origin only (no CDN); an inline
+# <script> or <style> runs only with this response's nonce (Swagger UI's set-up script,
+# templates/drf_spectacular/swagger_ui.html). DEBUG changes nothing here, except that
+# Django's own 404 and 500 debug pages go without it.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        # Swagger UI's stylesheet draws its icons as data: URIs.
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 
 # --- Logging and errors -------------------------------------------------------------------
@@ -414,6 +502,13 @@ ESCALATION_RULES = [
     {"name": "critical at once", "min_severity": "critical", "count": 1, "window_seconds": 3600},
     {"name": "high, repeated", "min_severity": "high", "count": 5, "window_seconds": 900},
     {"name": "anything, a flood", "min_severity": "low", "count": 50, "window_seconds": 300},
+    # Any failure group nobody has heard of yet, then quiet for the cool-down.
+    {
+        "name": "a new failure group",
+        "min_severity": "low",
+        "count": 1,
+        "window_seconds": env_int("ESCALATION_COOLDOWN_SECONDS", 3600),
+    },
 ]
 ESCALATION_CHANNELS = env_list("ESCALATION_CHANNELS", ["log", "mail_admins", "sentry"])
 ESCALATION_WEBHOOK_URL = env_str("ESCALATION_WEBHOOK_URL")

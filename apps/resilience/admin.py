@@ -60,8 +60,13 @@ class DeadLetterAdmin(ReadOnlyMixin, admin.ModelAdmin):
     show_full_result_count = False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # Viewing needs view permission; the actions below check change permission themselves.
-        return request.user.has_perm("resilience.change_deadletter")
+        """Return whether the user may run the change list's actions; never for one letter.
+
+        A letter changes only through the audited actions below (they ask with no ``obj``),
+        so its own page is view-only and a POST to it is refused (403): saving that form
+        would write the whole row back as loaded, unaudited, undoing a retry or resolve
+        committed meanwhile."""
+        return obj is None and request.user.has_perm("resilience.change_deadletter")
 
     @admin.action(description="Retry selected dead letters", permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
@@ -277,7 +282,9 @@ class EscalationAdmin(ReadOnlyMixin, admin.ModelAdmin):
     actions = ["acknowledge"]
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return request.user.has_perm("resilience.change_escalation")
+        """Return whether the user may acknowledge from the list; an escalation's own page
+        is view-only (acknowledging is the audited action, not a form save)."""
+        return obj is None and request.user.has_perm("resilience.change_escalation")
 
     @admin.action(description="Acknowledge selected escalations", permissions=["change"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Escalation]) -> None:

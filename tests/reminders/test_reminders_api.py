@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.eventstore.models import Event
@@ -185,7 +184,7 @@ def test_concurrent_schedules_beyond_the_limit_never_make_more_than_ten_pending(
     todo = alice.create()
     for i in range(5):
         schedule(alice, todo["id"], remind_at=later(minutes=10 + i))
-    token = Token.objects.get(user=alice.user).key
+    token = alice.token
     racers = 10
     start = threading.Barrier(racers, timeout=30)
 

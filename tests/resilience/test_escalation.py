@@ -112,14 +112,32 @@ def test_a_critical_dead_letter_escalates_once_per_group_until_acknowledged(
     assert (latest.dead_letter_id, latest.rule, latest.count) == (third.pk, "critical at once", 3)
 
 
-def test_medium_low_and_high_dead_letters_below_the_rule_counts_do_not_escalate(
-    job: Job,
-) -> None:
+def test_each_new_failure_group_is_escalated_once_then_cools_down(job: Job) -> None:
     letters = [dead_lettered(job, step) for step in ("validation", "validation", "not_found")]
     letters.append(dead_lettered(job, "transient", times=5))  # high: 5 in 15 min escalate
 
     assert [d.severity for d in letters] == ["medium", "medium", "low", "high"]
-    assert not Escalation.objects.exists()
+    escalated = Escalation.objects.order_by("pk")
+    assert [(e.dead_letter_id, e.rule) for e in escalated] == [
+        (letters[0].pk, "a new failure group"),  # the second validation: same group, cooling
+        (letters[2].pk, "a new failure group"),
+        (letters[3].pk, "a new failure group"),
+    ]
+
+
+def test_the_operators_hear_of_a_new_failure_group_by_email(settings) -> None:
+    settings.ADMINS = []
+    settings.ESCALATION_CHANNELS = ["mail_admins"]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    get_user_model().objects.create_superuser("olivia", "olivia@example.test", "pw-olivia-1")
+
+    escalation = escalate(failure(NotFound("the todo is gone")))
+
+    assert escalation is not None
+    assert escalation.rule == "a new failure group"
+    [message] = mail.outbox
+    assert message.to == ["olivia@example.test"]
+    assert escalate(failure(NotFound("the todo is gone"))) is None  # cooling down
 
 
 # --- in process, with rules and channels of the test's own ------------------------------

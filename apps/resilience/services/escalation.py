@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import sentry_sdk
 from django.conf import settings
-from django.core.mail import mail_admins
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
@@ -97,12 +98,27 @@ def _notify(escalation: Escalation, letter: DeadLetter) -> None:
 def _send(channel: str, subject: str, body: str, letter: DeadLetter) -> None:
     if channel == "log":
         logger.error("ESCALATION %s — %s", subject, body)
-    elif channel == "mail_admins":
-        mail_admins(subject, body, fail_silently=False)
+    elif channel == "mail_admins" and (recipients := operators_emails()):
+        prefixed = f"{settings.EMAIL_SUBJECT_PREFIX}{subject}"
+        send_mail(prefixed, body, settings.SERVER_EMAIL, recipients, fail_silently=False)
     elif channel == "webhook" and settings.ESCALATION_WEBHOOK_URL:
         payload = {"subject": subject, "dead_letter": letter.pk, "kind": letter.kind}
         httpx.post(settings.ESCALATION_WEBHOOK_URL, json=payload, timeout=5).raise_for_status()
     # "sentry": every dead letter already went to Sentry when it was written.
+
+
+def operators_emails() -> list[str]:
+    """Return who hears of escalations by email: ``ADMINS``, then every active superuser
+    with an address (the operator ``make run`` creates), each once."""
+    emails = [email for _name, email in settings.ADMINS]
+    emails += (
+        get_user_model()
+        .objects.filter(is_superuser=True, is_active=True)
+        .exclude(email="")
+        .order_by("pk")
+        .values_list("email", flat=True)
+    )
+    return list(dict.fromkeys(emails))
 
 
 def acknowledge(escalation_id: int, *, actor: Any, notes: str = "") -> Escalation:

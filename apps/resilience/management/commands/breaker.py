@@ -1,46 +1,59 @@
-"""Show a circuit breaker's state, or force it open or closed, from the command line."""
+"""See circuit breakers, or force, clear or reset one, from the command line.
+
+manage.py breaker list                 every breaker that ever changed state
+manage.py breaker show NAME            one breaker's state
+manage.py breaker force-open NAME      hold every call until cleared
+manage.py breaker force-closed NAME    let every call through until cleared
+manage.py breaker clear NAME           stop forcing it
+manage.py breaker reset NAME           close it now and forget its failures
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from apps.resilience.breakers import CircuitBreaker, State
 from apps.resilience.models import BreakerTransition
 
+CHANGES = {
+    "force-open": "hold every call until cleared",
+    "force-closed": "let every call through until cleared",
+    "clear": "stop forcing it",
+    "reset": "close it now and forget its failures",
+}
+
 
 class Command(BaseCommand):
-    help = "Show breakers, or force one open/closed, clear the force, or reset it."
+    help = "See circuit breakers, or force, clear or reset one."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("name", nargs="?", help="breaker name, e.g. webhook:hooks.example.com")
-        action = parser.add_mutually_exclusive_group()
-        action.add_argument("--force-open", action="store_true")
-        action.add_argument("--force-closed", action="store_true")
-        action.add_argument("--clear", action="store_true", help="stop forcing it")
-        action.add_argument("--reset", action="store_true", help="close it now, forget failures")
-        parser.add_argument("--reason", default="from the command line")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        actions.add_parser("list", help="every breaker that ever changed state")
+        show = actions.add_parser("show", help="one breaker's state")
+        show.add_argument("name", help="e.g. webhook:hooks.example.com")
+        for action, text in CHANGES.items():
+            change = actions.add_parser(action, help=text)
+            change.add_argument("name", help="e.g. webhook:hooks.example.com")
+            change.add_argument("--reason", default="from the command line")
 
-    def handle(self, *args: Any, name: str | None, **options: Any) -> None:
-        if name is None:
-            if any(options[k] for k in ("force_open", "force_closed", "clear", "reset")):
-                raise CommandError("name the breaker to change")
-            for known in (
-                BreakerTransition.objects.order_by().values_list("breaker", flat=True).distinct()
-            ):
-                self._show(CircuitBreaker(known))
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
+        if action == "list":
+            self._list()
             return
-        breaker = CircuitBreaker(name)
-        if options["force_open"]:
-            breaker.force(State.FORCED_OPEN, reason=options["reason"])
-        elif options["force_closed"]:
-            breaker.force(State.FORCED_CLOSED, reason=options["reason"])
-        elif options["clear"]:
-            breaker.force(None, reason=options["reason"])
-        elif options["reset"]:
-            breaker.reset()
+        breaker = CircuitBreaker(options["name"])
+        if action in CHANGES:
+            _change(breaker, action, options["reason"])
         self._show(breaker)
+
+    def _list(self) -> None:
+        names = BreakerTransition.objects.order_by("breaker").values_list("breaker", flat=True)
+        known = list(dict.fromkeys(names))
+        if not known:
+            self.stdout.write("no breakers yet: one appears when it first changes state")
+        for name in known:
+            self._show(CircuitBreaker(name))
 
     def _show(self, breaker: CircuitBreaker) -> None:
         snapshot = breaker.snapshot()
@@ -48,3 +61,14 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{breaker.name}: {snapshot.state}{until} (generation {snapshot.generation})"
         )
+
+
+def _change(breaker: CircuitBreaker, action: str, reason: str) -> None:
+    if action == "force-open":
+        breaker.force(State.FORCED_OPEN, reason=reason)
+    elif action == "force-closed":
+        breaker.force(State.FORCED_CLOSED, reason=reason)
+    elif action == "clear":
+        breaker.force(None, reason=reason)
+    else:
+        breaker.reset()
