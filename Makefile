@@ -3,28 +3,51 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# One stamp per lock: `make run` needs only the runtime lock, `make test` the development one.
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-runtime
+OPERATOR ?= admin
 PORT ?= 8000
 # The test run talks to the real services (started by bin/ensure-services when stopped).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backstop
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test lint format lock bench services clean
+.PHONY: install install-runtime run changepassword test lint format lock bench services clean
 
 install: $(STAMP)
 
-$(STAMP): requirements-dev.lock
+install-runtime: $(RUN_STAMP)
+
+# uv installs a lock in seconds where pip takes minutes. A fresh machine gets uv into the venv
+# first, at the version the development lock pins; pip does the work if that fails (offline
+# index mirror without uv, an unsupported platform).
+define install_lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
-	@touch $(STAMP)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	  "$$(grep -m1 '^uv==' requirements-dev.lock)" || echo "uv unavailable: installing with pip"
+	if test -x $(BIN)/uv && $(BIN)/uv pip install --quiet --python $(BIN)/python -r $(1); \
+	then :; else $(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(1); fi
+endef
+
+$(STAMP): requirements-dev.lock
+	$(call install_lock,requirements-dev.lock)
+	@touch $(STAMP) $(RUN_STAMP)
+
+$(RUN_STAMP): requirements.lock
+	$(call install_lock,requirements.lock)
+	@touch $(RUN_STAMP)
 
 # DEBUG is off unless the environment turns it on: the local run and the tests turn it on.
-run: install
+# bin/run-procfile is honcho that stops cleanly: Ctrl-C ends it with status 0.
+run: install-runtime
 	DEBUG=1 $(BIN)/python manage.py migrate --noinput
 	DEBUG=1 $(BIN)/python manage.py ensure_operator
 	@echo "Backstop on http://127.0.0.1:$(PORT)/ (admin: /admin/, API docs: /api/docs/); Ctrl-C stops it."
-	DEBUG=1 HOST=127.0.0.1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
+	DEBUG=1 HOST=127.0.0.1 PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bin/run-procfile Procfile
+
+changepassword: install-runtime
+	DEBUG=1 $(BIN)/python manage.py changepassword $(OPERATOR)
 
 services:
 	bin/ensure-services

@@ -1,14 +1,24 @@
-"""Unauthenticated operational endpoints."""
+"""Unauthenticated endpoints: the front page and the operational ones."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django.views.defaults import page_not_found
 
 from apps.console.health import report
+from apps.console.operator import OPERATOR_USERNAME
 from apps.resilience.http import error_body
+
+
+@require_safe
+def front_page(request: HttpRequest) -> HttpResponse:
+    """Return the front page: what Backstop is, where the console, the API docs and the
+    probes are, and the first API calls with this server's own address."""
+    context = {"base": request.build_absolute_uri("/"), "operator": OPERATOR_USERNAME}
+    return render(request, "console/front_page.html", context)
 
 
 @never_cache
