@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.accounts.views import TokenView
-from apps.console.views import health, ready
+from apps.console.views import front_page, health, ready
+from apps.resilience.http import api_not_found
 
 admin.site.site_header = "Backstop console"
 admin.site.site_title = "Backstop console"
+admin.site.site_url = "/"  # "View site": the front page
 
 urlpatterns = [
+    path("", front_page, name="front-page"),
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
     path("ready/", ready, name="ready"),
@@ -22,6 +25,9 @@ urlpatterns = [
     path("api/v1/", include("apps.notifications.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # Last: any other /api/ URL is a JSON 404, with DEBUG too (handler404 is only without).
+    # Slash-ended only, so APPEND_SLASH still redirects "/api/v1/todos" to the real route.
+    re_path(r"^api/(?:.*/)?$", api_not_found),
 ]
 
 handler404 = "apps.console.views.not_found"

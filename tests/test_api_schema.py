@@ -63,7 +63,12 @@ def test_the_bulk_results_are_documented_for_each_status(schema: dict[str, Any])
 
     assert json_schema(responses["201"]) == output
     assert json_schema(responses["207"]) == output
-    assert json_schema(responses["400"]) == {"anyOf": [output, ERROR]}  # atomic, or unparseable
+    refused = {"$ref": "#/components/schemas/BulkRefused"}
+    assert json_schema(responses["400"]) == {"anyOf": [refused, ERROR]}  # atomic, or unparseable
+    detail = schema["components"]["schemas"]["BulkRefusedDetail"]
+    assert {"code", "message", "fields", "mode", "results", "error_summary"} <= set(
+        detail["required"]
+    )
     results = schema["components"]["schemas"]["BulkOutput"]["properties"]["results"]
     assert results["items"] == {"$ref": "#/components/schemas/BulkRow"}
 

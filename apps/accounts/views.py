@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.utils import extend_schema
@@ -17,6 +18,23 @@ from rest_framework.views import APIView
 
 from apps.accounts import services
 from apps.accounts.throttles import LoginAddressThrottle, LoginUsernameThrottle
+
+
+class Credentials(AuthTokenSerializer):
+    """DRF's username and password check, with its refusal in plain words."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return super().validate(attrs)
+        except serializers.ValidationError as exc:
+            if exc.get_codes() != ["authorization"]:
+                raise
+            # One message for both a wrong password and an unknown user: which was wrong
+            # is not said.
+            raise serializers.ValidationError(WRONG_CREDENTIALS, code="authorization") from None
+
+
+WRONG_CREDENTIALS = "Unable to log in with the given username and password."
 
 
 class TokenOutputSerializer(serializers.Serializer):
@@ -43,7 +61,7 @@ class TokenView(APIView):
     @extend_schema(request=AuthTokenSerializer, responses=TokenOutputSerializer)
     def post(self, request: Request) -> Response:
         """Return a new token and its expiry for a username and password (shown only here)."""
-        credentials = AuthTokenSerializer(data=request.data, context={"request": request})
+        credentials = Credentials(data=request.data, context={"request": request})
         credentials.is_valid(raise_exception=True)
         issued = services.issue_token(user=credentials.validated_data["user"])
         response = Response(TokenOutputSerializer(issued).data)

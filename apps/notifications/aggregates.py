@@ -66,6 +66,8 @@ class Notification(Aggregate):
         return notification
 
     def sent(self, *, at: datetime, target: str) -> None:
+        """Record it sent to ``target``: where it went as its owner sees it (``targets.shown``);
+        events recorded before that hold the full address or URL, in the same field."""
         if self.status == REQUESTED:
             self.record(NotificationSent(sent_at=at, target=target))
 

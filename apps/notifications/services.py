@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import BaseUserManager
 from django.db import transaction
 from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
@@ -14,7 +15,7 @@ from django.utils import timezone
 from apps.eventstore.registry import RecordedEvent
 from apps.eventstore.repository import Repository
 from apps.eventstore.store import CommandContext
-from apps.notifications import channels, failures
+from apps.notifications import channels, failures, targets
 from apps.notifications.aggregates import REQUESTED, SENT, Notification
 from apps.notifications.models import NotificationSettings, NotificationState
 from apps.notifications.webhooks import HostDoesNotResolve, check_url
@@ -62,6 +63,19 @@ def set_webhook(
     return row, shown
 
 
+def update_me(
+    *, user_id: int, email: str | None = None, url: str | None = None, rotate_secret: bool = False
+) -> tuple[NotificationSettings, str | None]:
+    """Set the user's email address (None keeps it) and webhook (as ``set_webhook``), both
+    or neither; return the settings and a new secret, if one was made."""
+    with transaction.atomic():
+        if email is not None:
+            user = get_user_model().objects.select_for_update().get(pk=user_id)
+            user.email = BaseUserManager.normalize_email(email)  # the domain in lower case
+            user.save(update_fields=["email"])
+        return set_webhook(user_id=user_id, url=url, rotate_secret=rotate_secret)
+
+
 def request_for_reminder(triggered: RecordedEvent) -> list[uuid.UUID]:
     """Request one notification per channel of a triggered reminder; return their ids."""
     from apps.reminders.services import repository as reminders
@@ -90,6 +104,7 @@ def request_for_reminder(triggered: RecordedEvent) -> list[uuid.UUID]:
         for channel in reminder.channels
     ]
     context = CommandContext(actor_id="system").caused_by(triggered)
+    shown = _shown_targets(reminder.owner_id)
     with transaction.atomic():
         repository.save_many(requested, context)
         for notification in requested:
@@ -97,6 +112,7 @@ def request_for_reminder(triggered: RecordedEvent) -> list[uuid.UUID]:
                 notification_id=notification.id,
                 owner_id=notification.owner_id,
                 channel=notification.channel,
+                target=shown.get(notification.channel, ""),
                 status=State.REQUESTED,
                 source_type=triggered.type,
                 source_event_id=triggered.event_id,
@@ -115,7 +131,7 @@ def deliver(notification_id: uuid.UUID, context: CommandContext) -> None:
     notification.retry()
     if notification.status != REQUESTED:
         return
-    target = _send(notification)
+    target = targets.shown(notification.channel, _send(notification))
     notification.sent(at=timezone.now(), target=target)
     repository.save(notification, context)
     NotificationState.objects.filter(notification_id=notification_id).update(
@@ -127,7 +143,18 @@ def deliver(notification_id: uuid.UUID, context: CommandContext) -> None:
     )
 
 
+def _shown_targets(owner_id: int) -> dict[str, str]:
+    """Return where the owner's notifications would go now, by channel, as shown to them."""
+    email = get_user_model().objects.filter(pk=owner_id).values_list("email", flat=True).first()
+    row = NotificationSettings.objects.filter(user_id=owner_id).first()
+    return {
+        "email": targets.shown("email", email or ""),
+        "webhook": targets.shown("webhook", row.webhook_url if row else ""),
+    }
+
+
 def _send(notification: Notification) -> str:
+    """Send the notification on its channel; return the address it went to."""
     user = get_user_model().objects.get(pk=notification.owner_id)
     if notification.channel == "email":
         return channels.send_email(notification, user.email)

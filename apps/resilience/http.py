@@ -13,16 +13,19 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from apps.eventstore.exceptions import ConcurrencyConflict
 from apps.resilience.idempotency import IdempotencyKeyReused
 from apps.resilience.taxonomy import BackstopError, ErrorKind, RateLimited
 
 logger = logging.getLogger(__name__)
+NON_FIELD_ERRORS = api_settings.NON_FIELD_ERRORS_KEY
 
 _STATUS_BY_KIND = {
     ErrorKind.VALIDATION: (400, "invalid"),
@@ -93,15 +96,35 @@ def _api(exc: exceptions.APIException) -> Response:
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))
     if isinstance(exc, exceptions.ValidationError):
-        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        detail = exc.detail if isinstance(exc.detail, dict) else {NON_FIELD_ERRORS: exc.detail}
         fields = _flatten(detail)
-        message = "Invalid input: " + ", ".join(sorted(fields)) if fields else "Invalid input."
         return Response(
-            error_body("invalid", message, fields), status=exc.status_code, headers=headers
+            error_body("invalid", invalid_message(fields), fields),
+            status=exc.status_code,
+            headers=headers,
         )
     codes = exc.get_codes()
     code = codes if isinstance(codes, str) else "error"
     return Response(error_body(code, str(exc.detail)), status=exc.status_code, headers=headers)
+
+
+def invalid_message(fields: dict[str, Any]) -> str:
+    """Return a sentence about invalid input: the messages about no one field (a wrong
+    password, say) as they are, else which fields are at fault (never ``non_field_errors``)."""
+    general = fields.get(NON_FIELD_ERRORS)
+    if general:
+        return " ".join(general) if isinstance(general, list) else str(general)
+    if not fields:
+        return "Invalid input."
+    return "Invalid input: " + ", ".join(sorted(fields))
+
+
+@csrf_exempt  # a 404 for any method: CSRF's 403 page would answer an unknown POST first
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Answer any unknown URL under /api/ with a 404 in the error shape, whatever DEBUG says
+    (``handler404`` applies only without DEBUG). Answered, not raised: Django would log a
+    raised 404 with its traceback."""
+    return JsonResponse(error_body("not_found", "Not found."), status=404)
 
 
 def _flatten(detail: Any) -> Any:

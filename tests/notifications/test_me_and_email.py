@@ -162,7 +162,7 @@ def test_an_empty_url_clears_the_webhook(alice: Api) -> None:
     "body",
     [
         {"webhook_url": "http://127.0.0.1:9/hook", "webhook_secret": "mine"},
-        {"webhook_url": "http://127.0.0.1:9/hook", "email": "mallory@example.test"},
+        {"webhook_url": "http://127.0.0.1:9/hook", "username": "mallory"},
     ],
 )
 def test_unknown_fields_are_refused(alice: Api, body: dict[str, str]) -> None:
@@ -178,6 +178,41 @@ def test_unknown_fields_are_refused(alice: Api, body: dict[str, str]) -> None:
         "webhook_url": "",
         "webhook_secret_set": False,
     }
+
+
+@pytest.mark.django_db
+def test_a_user_sets_and_sees_their_email_address_normalised(alice: Api) -> None:
+    response = alice.patch("me/", {"email": "  Alice.New@Example.TEST "})
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["email"] == "Alice.New@example.test"  # trimmed, domain lowered
+    assert alice.get("me/").json()["email"] == "Alice.New@example.test"
+    alice.user.refresh_from_db()
+    assert alice.user.email == "Alice.New@example.test"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "email", ["not-an-address", "a@b", "two@@example.test", "x" * 250 + "@e.st"]
+)
+def test_an_invalid_email_address_is_a_400_naming_the_field(alice: Api, email: str) -> None:
+    response = alice.patch("me/", {"email": email, "webhook_url": "http://127.0.0.1:9/hook"})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert list(error["fields"]) == ["email"]
+    assert error["message"] == "Invalid input: email"
+    assert alice.get("me/").json()["email"] == "alice@example.test"  # nothing changed
+    assert alice.get("me/").json()["webhook_url"] == ""
+
+
+@pytest.mark.django_db
+def test_a_refused_webhook_leaves_the_email_address_unchanged(alice: Api) -> None:
+    response = alice.patch("me/", {"email": "new@example.test", "webhook_url": "ftp://x/"})
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["webhook_url"]
+    assert alice.get("me/").json()["email"] == "alice@example.test"
 
 
 @pytest.mark.django_db
@@ -227,7 +262,7 @@ def test_an_email_reminder_is_mailed_to_the_user_once_with_its_key(alice: Api) -
     assert mail["To"] == "alice@example.test"
     assert mail["X-Backstop-Event"] == "reminder.triggered"
     assert "Water the plants" in mail.get_content()
-    assert (state.status, state.target, state.attempts) == ("sent", "alice@example.test", 1)
+    assert (state.status, state.target, state.attempts) == ("sent", "a***@example.test", 1)
     assert state.sent_at is not None
     assert state.last_error == ""
 
@@ -258,6 +293,40 @@ def test_an_email_reminder_for_a_user_without_an_address_is_dead_lettered(alice:
     assert mails_with_key(started, state.notification_id) == []
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("worker")
+def test_an_email_reminder_goes_to_the_address_set_on_me(alice: Api) -> None:
+    started = time.time() - 1
+    assert alice.patch("me/", {"email": "alice.new@Example.TEST"}).status_code == 200
+
+    fire_reminder(alice, ["email"], title="Feed the cat")
+
+    state = notification_of(alice, "email", "sent", "failed")
+    [mail] = wait_until(
+        lambda: mails_with_key(started, state.notification_id), message="the mail file"
+    )
+    assert mail["To"] == "alice.new@example.test"
+    [listed] = alice.get("notifications/").json()["results"]
+    assert (listed["status"], listed["target"]) == ("sent", "a***@example.test")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("worker")
+def test_a_failed_webhook_notification_shows_its_host_from_the_start(
+    alice: Api, receiver: ControlledServer
+) -> None:
+    receiver.then(Reply(400))
+    url = receiver.url + "/hook/secret-path?token=abc"
+    assert alice.patch("me/", {"webhook_url": url}).status_code == 200
+
+    fire_reminder(alice, ["webhook"])
+
+    notification_of(alice, "webhook", "failed")
+    [listed] = alice.get("notifications/").json()["results"]
+    assert listed["status"] == "failed"
+    assert listed["target"] == receiver.url.removeprefix("http://")  # no path, no query
+
+
 # -- the list of deliveries -----------------------------------------------------------------
 
 
@@ -286,7 +355,8 @@ def test_the_delivery_list_shows_only_the_users_own_newest_first(
     assert "400" in listed[0]["last_error"]
     assert listed[0]["sent_at"] is None
     assert listed[1]["last_error"] == ""
-    assert listed[1]["target"] == "alice@example.test"
+    assert listed[1]["target"] == "a***@example.test"  # masked
+    assert listed[0]["target"] == receiver.url.removeprefix("http://")  # host: no path
     assert listed[1]["sent_at"] is not None
     bob_listed = bob.get("notifications/").json()["results"]
     assert [(n["id"], n["status"]) for n in bob_listed] == [(str(bobs.notification_id), "sent")]

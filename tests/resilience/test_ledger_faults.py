@@ -139,3 +139,28 @@ def test_events_whose_messages_were_flushed_from_the_broker_are_delivered(
         assert resent == 2 * len(todo_ids)  # every one of them came from the ledger
     finally:
         worker.stop()
+
+
+def test_a_broker_flushed_under_a_running_worker_gets_its_bindings_back(
+    broker: PrivateRedis, tmp_path: Path
+) -> None:
+    """A flush drops the queue bindings the worker declared when it started (kombu then
+    routes by queue name): new and re-sent messages still reach the running worker."""
+    owner_id = _owner()
+    worker = _worker(tmp_path, broker)
+    try:
+        first = _create_and_update(owner_id, 5)
+        wait_until(lambda: _all_projected(first), timeout=60, message="the first todos")
+
+        redis.Redis.from_url(broker.url).flushdb()
+        second = _create_and_update(owner_id, 25)
+
+        wait_until(
+            lambda: _all_projected(second),
+            timeout=THRESHOLD + 60,
+            interval=0.5,
+            message="the todos created after the flush",
+        )
+        _assert_each_effect_once(owner_id, first + second)
+    finally:
+        worker.stop()

@@ -209,7 +209,7 @@ def test_a_lone_surrogate_in_a_bulk_item_marks_that_item_invalid_never_a_500(
     response = api.client.post(f"{TODOS}bulk/", body, content_type="application/json")
 
     assert response.status_code == 400, response.content[:500]
-    result = response.json()
+    result = response.json()["error"]
     assert (result["created"], result["invalid"]) == (0, 1)
     assert result["results"][0] == {"index": 0, "status": "not_created"}
     assert result["results"][1]["status"] == "invalid"
@@ -393,8 +393,10 @@ def test_wrong_credentials_get_no_token_and_do_not_say_which_part_was_wrong(
 ) -> None:
     response = anonymous().post("/api/v1/auth/token/", credentials, format="json")
 
-    fields = assert_invalid(response, "non_field_errors")
-    assert fields == {"non_field_errors": ["Unable to log in with provided credentials."]}
+    error = assert_error(response, 400, "invalid")
+    sentence = "Unable to log in with the given username and password."
+    assert error["message"] == sentence  # a sentence, not "Invalid input: non_field_errors"
+    assert error["fields"] == {"non_field_errors": [sentence]}
 
 
 @pytest.mark.usefixtures("anon_throttle_reset")

@@ -72,7 +72,13 @@ def test_atomic_with_an_invalid_item_creates_nothing_and_reports_every_invalid_i
     response = alice.post("todos/bulk/", {"mode": "atomic", "items": MIXED})
 
     assert response.status_code == 400, response.json()
-    body = response.json()
+    body = response.json()["error"]  # the error shape, with the report in it
+    assert body["code"] == "invalid"
+    assert body["message"] == "No todo was created: 5 of 7 items are invalid (see results)."
+    assert body["fields"] == {
+        "items": {str(row["index"]): row["errors"] for row in body["results"] if "errors" in row}
+    }
+    assert len(body["fields"]["items"]) == 5
     assert (body["mode"], body["created"], body["invalid"]) == ("atomic", 0, 5)
     assert [row["index"] for row in body["results"]] == list(range(len(MIXED)))
     assert_invalid_items_reported(body["results"])
@@ -114,8 +120,11 @@ def test_mode_defaults_to_atomic(alice: Api) -> None:
     response = alice.post("todos/bulk/", {"items": [{"title": "Fine"}, {"title": ""}]})
 
     assert response.status_code == 400, response.json()
-    assert response.json()["mode"] == "atomic"
-    assert [row["status"] for row in response.json()["results"]] == ["not_created", "invalid"]
+    assert response.json()["error"]["mode"] == "atomic"
+    assert [row["status"] for row in response.json()["error"]["results"]] == [
+        "not_created",
+        "invalid",
+    ]
     assert created_events(alice) == 0
 
 

@@ -88,7 +88,7 @@ def test_a_bulk_request_full_of_traps_is_answered_at_once(alice: Api) -> None:
     took = time.monotonic() - started
 
     assert response.status_code == 400, response.json()
-    rows = response.json()["results"]
+    rows = response.json()["error"]["results"]
     assert [(row["status"], list(row["errors"])) for row in rows] == [
         ("invalid", ["recurrence"])
     ] * len(items)

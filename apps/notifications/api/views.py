@@ -24,12 +24,14 @@ from apps.todos.api.storable import storable_offset, storable_text
 class MeSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
-    email = serializers.EmailField()
+    email = serializers.CharField(help_text='where email reminders go; "" when none is set')
     webhook_url = serializers.CharField()
     webhook_secret_set = serializers.BooleanField()
 
 
 class MeUpdateSerializer(StrictSerializer):
+    # Django's EmailValidator; "" clears the address (and with it email reminders).
+    email = serializers.EmailField(max_length=254, allow_blank=True, required=False)
     webhook_url = TextField(max_length=2000, allow_blank=True, required=False)
     rotate_webhook_secret = serializers.BooleanField(default=False)
 
@@ -55,11 +57,13 @@ class MeView(APIView):
     def patch(self, request: Request) -> Response:
         data = MeUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        row, secret = services.set_webhook(
+        row, secret = services.update_me(
             user_id=request.user.pk,
+            email=data.validated_data.get("email"),
             url=data.validated_data.get("webhook_url"),
             rotate_secret=data.validated_data["rotate_webhook_secret"],
         )
+        request.user.refresh_from_db(fields=["email"])  # just changed, maybe
         body = dict(MeSerializer(_me(request, row)).data)
         if secret is not None:
             body["webhook_secret"] = secret  # shown once: sign-check X-Backstop-Signature with it

@@ -237,3 +237,15 @@ class BulkOutputSerializer(serializers.Serializer):
     error_summary = serializers.DictField(
         child=serializers.IntegerField(), help_text="how many errors of each field:code"
     )
+
+
+class BulkRefusedDetailSerializer(BulkOutputSerializer):
+    """An atomic bulk with invalid items: the error shape, with the per-item report in it."""
+
+    code = serializers.CharField(help_text='"invalid"')
+    message = serializers.CharField()
+    fields = serializers.DictField(help_text="``items``: each invalid item's errors, by index")
+
+
+class BulkRefusedSerializer(serializers.Serializer):
+    error = BulkRefusedDetailSerializer()

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from apps.eventstore.store import CommandContext
 from apps.resilience import idempotency
+from apps.resilience.http import error_body
 from apps.todos import selectors, services
 from apps.todos.api.filters import TodoFilter, TodoFilterBackend
 from apps.todos.api.pagination import KeysetPagination
@@ -23,6 +24,7 @@ from apps.todos.api.serializers import (
     VIEW_ROW_FIELDS,
     BulkInputSerializer,
     BulkOutputSerializer,
+    BulkRefusedSerializer,
     EventSerializer,
     StatsSerializer,
     TodoInputSerializer,
@@ -187,7 +189,11 @@ class TodoViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         request=BulkInputSerializer,
-        responses={201: BulkOutputSerializer, 207: BulkOutputSerializer, 400: BulkOutputSerializer},
+        responses={
+            201: BulkOutputSerializer,
+            207: BulkOutputSerializer,
+            400: BulkRefusedSerializer,
+        },
     )
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
@@ -252,10 +258,19 @@ def _bulk_response(
         "error_summary": dict(sorted(summary.items())),
     }
     if invalid and atomic:
-        code = status.HTTP_400_BAD_REQUEST
-    else:
-        code = status.HTTP_207_MULTI_STATUS if invalid else status.HTTP_201_CREATED
-    return Response(body, status=code)
+        return _refused(body)
+    return Response(body, status=status.HTTP_207_MULTI_STATUS if invalid else 201)
+
+
+def _refused(report: dict[str, Any]) -> Response:
+    """Return the 400 of an atomic bulk with invalid items: the error shape, the report in it."""
+    items = {str(row["index"]): row["errors"] for row in report["results"] if "errors" in row}
+    message = (
+        f"No todo was created: {report['invalid']} of {len(report['results'])} items "
+        "are invalid (see results)."
+    )
+    body = error_body("invalid", message, {"items": items}, **report)
+    return Response(body, status=status.HTTP_400_BAD_REQUEST)
 
 
 def _codes(errors: Any) -> Iterator[str]:
