@@ -7,7 +7,6 @@ reconciler while it waits, as the beat schedule does every ``LEDGER_RECONCILE_SE
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,16 +99,14 @@ def test_500_events_reach_the_read_model_while_the_worker_is_killed_again_and_ag
             if batch in (2, 5, 8):  # mid-flow: the worker still has a backlog to process
                 worker.kill_group()
                 worker = _worker(tmp_path, broker)
-        last_command = time.monotonic()
-
+        # Within the reconciler's threshold plus 30 s of the last command, on a loaded machine.
         wait_until(
             lambda: _all_projected(todo_ids),
-            timeout=THRESHOLD + 60,
+            timeout=THRESHOLD + 30,
             interval=0.5,
             message="every todo in the read model",
         )
 
-        assert time.monotonic() - last_command <= THRESHOLD + 60
         _assert_each_effect_once(owner_id, todo_ids)
         # The kills cost messages the broker will hold for an hour: the ledger re-sent them.
         assert Delivery.objects.filter(handler=PROJECTION, resends__gte=1).exists()
