@@ -19,7 +19,7 @@ from django.core.validators import validate_email
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-# What apps/resilience/throttles.py parses: a positive count, then a period it reads by its
+# What apps/api/throttles.py parses: a positive count, then a period it reads by its
 # first letter. Only these spellings, so "5/month" can't quietly mean five a minute.
 _RATE = re.compile(r"(?P<count>[0-9]+)/(s|sec|seconds?|m|min|minutes?|h|hour|hours|d|day|days)")
 

@@ -285,16 +285,16 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["apps.resilience.http.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["apps.api.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # Escape non-ASCII as \uXXXX: an error message echoing a lone surrogate stays encodable.
     "UNICODE_JSON": False,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "apps.resilience.http.exception_handler",
+    "EXCEPTION_HANDLER": "apps.api.errors.exception_handler",
     # Fixed windows counted atomically in the cache; with the cache down they let requests by.
     "DEFAULT_THROTTLE_CLASSES": [
-        "apps.resilience.throttles.UserThrottle",
-        "apps.resilience.throttles.AnonThrottle",
+        "apps.api.throttles.UserThrottle",
+        "apps.api.throttles.AnonThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env_rate("API_USER_RATE", "1200/min"),
@@ -319,7 +319,7 @@ SPECTACULAR_SETTINGS = {
     # Every operation documents the error responses it can give, in the one error shape.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "apps.resilience.http.document_error_responses",
+        "apps.api.schema.document_error_responses",
     ],
 }
 

@@ -7,8 +7,8 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.accounts.views import TokenView
+from apps.api.errors import api_not_found
 from apps.console.views import front_page, health, ready
-from apps.resilience.http import api_not_found
 
 admin.site.site_header = "Backstop console"
 admin.site.site_title = "Backstop console"

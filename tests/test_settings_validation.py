@@ -14,8 +14,8 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.api.throttles import parse_rate
 from apps.resilience.taxonomy import ErrorKind
-from apps.resilience.throttles import parse_rate
 from config.env import (
     env_choice,
     env_choices,

@@ -9,7 +9,7 @@ between guesses at other accounts, and because each success creates a token row.
 needs few logins: a token lasts ``API_TOKEN_TTL_HOURS``.
 
 The rates are ``DEFAULT_THROTTLE_RATES["login_address"]`` and ``["login_username"]``. Like
-every API throttle they fail open when the cache is down (see ``apps.resilience.throttles``).
+every API throttle they fail open when the cache is down (see ``apps.api.throttles``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.exceptions import ValidationError
 
-from apps.resilience.throttles import FixedWindowThrottle
+from apps.api.throttles import FixedWindowThrottle
 
 if TYPE_CHECKING:
     from rest_framework.request import Request

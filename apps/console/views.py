@@ -8,9 +8,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django.views.defaults import page_not_found
 
+from apps.api.errors import error_body
 from apps.console.health import report
 from apps.console.operator import OPERATOR_USERNAME
-from apps.resilience.http import error_body
 
 
 @require_safe

@@ -10,7 +10,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from apps.accounts.throttles import username_client
-from apps.resilience.throttles import cache_key
+from apps.api.throttles import cache_key
 
 TOKEN_URL = "/api/v1/auth/token/"
 ADDRESSES = ("127.0.0.1", "10.0.0.7")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from django.test import override_settings
 
-from apps.resilience import throttles
+from apps.api import throttles
 from apps.resilience.breakers import CircuitBreaker, State, cooldown, hold_cooldown
 from apps.resilience.models import BreakerTransition
 from tests.support.api import Api

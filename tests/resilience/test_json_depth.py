@@ -16,9 +16,9 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from apps.api.parsers import MAX_JSON_DEPTH, nested_deeper_than
+from apps.api.throttles import cache_key
 from apps.eventstore.models import Event
-from apps.resilience.http import MAX_JSON_DEPTH, nested_deeper_than
-from apps.resilience.throttles import cache_key
 from tests.support.api import Api
 
 pytestmark = pytest.mark.django_db

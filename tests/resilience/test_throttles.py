@@ -28,8 +28,8 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
-from apps.resilience import throttles
-from apps.resilience.throttles import AnonThrottle, cache_key
+from apps.api import throttles
+from apps.api.throttles import AnonThrottle, cache_key
 from tests.support.api import Api
 from tests.support.broker import free_port
 

@@ -1,6 +1,6 @@
 """Every bad request gets a precise 4xx in the one error shape; no request gets a 500.
 
-The error shape is ``{"error": {"code", "message", "fields"}}`` (``apps.resilience.http``).
+The error shape is ``{"error": {"code", "message", "fields"}}`` (``apps.api.errors``).
 The clients here don't re-raise server exceptions: a crash shows up as the 500 the user
 would see, so every assertion on a status is also an assertion that nothing crashed.
 """
@@ -18,8 +18,8 @@ from django.core.cache import cache
 from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
 
+from apps.api.throttles import cache_key
 from apps.eventstore.models import Event
-from apps.resilience.throttles import cache_key
 from apps.todos import fields as todo_fields
 from tests.support.api import Api
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from apps.api.storable import OFFSET_MESSAGE
 from apps.eventstore.models import Event
-from apps.todos.api.storable import OFFSET_MESSAGE
 from tests.support.api import Api
 
 pytestmark = pytest.mark.django_db

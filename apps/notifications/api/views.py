@@ -15,10 +15,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.api.fields import StrictSerializer, TextField
+from apps.api.storable import storable_offset, storable_text
 from apps.notifications import services
 from apps.notifications.models import NotificationSettings, NotificationState
-from apps.todos.api.serializers import StrictSerializer, TextField
-from apps.todos.api.storable import storable_offset, storable_text
 
 
 class MeSerializer(serializers.Serializer):

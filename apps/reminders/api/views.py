@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.api.context import context_of
+from apps.api.fields import AwareDateTimeField, StrictSerializer
 from apps.reminders import selectors, services
 from apps.reminders.aggregates import CHANNELS, SNOOZE_MINUTES
-from apps.todos.api.serializers import AwareDateTimeField, StrictSerializer
-from apps.todos.api.views import context_of
 
 
 class ScheduleSerializer(StrictSerializer):

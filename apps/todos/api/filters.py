@@ -14,7 +14,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from apps.todos.api.storable import OFFSET_MESSAGE, storable_offset
+from apps.api.storable import OFFSET_MESSAGE, storable_offset
 from apps.todos.fields import PRIORITIES
 from apps.todos.models import TodoView
 

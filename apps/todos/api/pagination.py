@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from apps.todos.api.storable import storable_offset, storable_text
+from apps.api.storable import storable_offset, storable_text
 
 # ordering name -> (model field, how a missing value sorts)
 ORDERINGS = {

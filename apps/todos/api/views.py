@@ -14,9 +14,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.eventstore.store import CommandContext
-from apps.resilience import idempotency
-from apps.resilience.http import error_body
+from apps.api import idempotency
+from apps.api.context import context_of
+from apps.api.errors import error_body, plain_detail
 from apps.todos import selectors, services
 from apps.todos.api.filters import TodoFilter, TodoFilterBackend
 from apps.todos.api.pagination import KeysetPagination
@@ -46,12 +46,6 @@ IF_MATCH = OpenApiParameter(
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, description="repeat-safe key, kept 24 h"
 )
-
-
-def context_of(request: Request) -> CommandContext:
-    """Return the command context of an API request (actor and request id)."""
-    request_id = request.headers.get("X-Request-ID", "")[:100] or uuid.uuid4().hex
-    return CommandContext(actor_id=str(request.user.pk), request_id=request_id)
 
 
 def expected_version(request: Request) -> int | None:
@@ -236,7 +230,9 @@ def _bulk_response(
             for field, messages in item_errors.items():
                 for code in _codes(messages):
                     summary[f"{field}:{code}"] += 1
-            rows.append({"index": result.index, "status": "invalid", "errors": _plain(item_errors)})
+            rows.append(
+                {"index": result.index, "status": "invalid", "errors": plain_detail(item_errors)}
+            )
         elif result.todo is not None:
             rows.append(
                 {
@@ -282,11 +278,3 @@ def _codes(errors: Any) -> Iterator[str]:
             yield from _codes(error)
     else:
         yield getattr(errors, "code", "invalid")
-
-
-def _plain(errors: Any) -> Any:
-    if isinstance(errors, dict):
-        return {str(k): _plain(v) for k, v in errors.items()}
-    if isinstance(errors, list):
-        return [_plain(v) for v in errors]
-    return str(errors)
