@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from apps.eventstore.models import Event
 from apps.eventstore.registry import RecordedEvent
 from apps.eventstore.store import CommandContext
 from apps.eventstore.subscriptions import handles
@@ -12,7 +11,7 @@ from apps.notifications import services
 from apps.notifications.events import NotificationRequested
 from apps.reminders.events import ReminderTriggered
 from apps.resilience.classify import classify
-from apps.resilience.models import DeadLetter
+from apps.resilience.hooks import DeadLetterView
 from apps.resilience.taxonomy import ErrorKind
 
 
@@ -21,15 +20,15 @@ def request_notifications(recorded: RecordedEvent) -> None:
     services.request_for_reminder(recorded)
 
 
-def _attempt_failed(exc: Exception, row: Event) -> None:
+def _attempt_failed(exc: Exception, event: RecordedEvent) -> None:
     if classify(exc).kind is ErrorKind.UNAVAILABLE:
         return  # deferred behind an open breaker or a cooldown: nothing was attempted
-    services.record_attempt_failed(row.stream_id, exc)
+    services.record_attempt_failed(event.stream_id, exc)
 
 
-def _dead_lettered(letter: DeadLetter, row: Event) -> None:
+def _dead_lettered(letter: DeadLetterView, event: RecordedEvent) -> None:
     services.record_failed(
-        row.stream_id,
+        event.stream_id,
         kind=letter.kind,
         error=f"{letter.exception_type}: {letter.message}",
         context=CommandContext(actor_id="system"),

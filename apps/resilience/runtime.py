@@ -31,8 +31,9 @@ from apps.eventstore.subscriptions import Subscription, subscription
 from apps.resilience import log_context
 from apps.resilience.breakers import retry_delay, write_pending_transitions
 from apps.resilience.classify import Classification, classify
+from apps.resilience.hooks import call_dead_letter_hook, call_error_hook
 from apps.resilience.models import Attempt, DeadLetter, Delivery, ProcessedMessage
-from apps.resilience.policies import policy_for
+from apps.resilience.policies import RetryPolicy, policy_for
 from apps.resilience.services import dead_letters, ledger, parking
 from apps.resilience.services.escalation import escalate, report_to_sentry
 from apps.resilience.taxonomy import (
@@ -112,8 +113,9 @@ def _run(
     forgive: int,
     progress: _Progress,
 ) -> str:
-    """1. Resolve the handler and decode the event: a poison message is dead-lettered at once;
-       an event of a schema version this process doesn't know yet is deferred.
+    """1. Resolve the handler (and check its retry policies) and decode the event: a poison
+       message is dead-lettered at once; an event of a schema version this process doesn't
+       know yet is deferred.
     2. Count the start: N earlier runs that never finished killed their worker: dead-letter.
     3. Skip what the Redis fast path or the processed mark says is done.
     4. Park an ordered handler's event behind an open dead letter of its stream.
@@ -126,6 +128,10 @@ def _run(
         return _poison(
             handler, ConfigurationError(f"no handler is registered as {handler!r}"), event_id
         )
+    try:
+        _retry_overrides(sub)
+    except ConfigurationError as exc:
+        return _poison(handler, exc, event_id)
     try:
         row = Event.objects.get(event_id=uuid.UUID(str(event_id)))
     except (ValueError, TypeError, AttributeError):
@@ -143,7 +149,7 @@ def _run(
     try:
         recorded = _decode(row, started.replay_of)
     except NewerSchemaVersion as exc:
-        return _on_failure(task, sub, row, started, _not_yet_known(exc), progress)
+        return _on_failure(task, sub, row, None, started, _not_yet_known(exc), progress)
     except Exception as exc:
         progress.open_start = False
         return _poison(handler, exc, event_id, event=row, started=started)
@@ -151,7 +157,9 @@ def _run(
         lost = WorkerLostRepeatedly(
             f"worker lost repeatedly: {started.worker_losses} runs died with their worker"
         )
-        return _dead_letter(sub, row, started, lost, classify(lost), started.attempts or 1)
+        return _dead_letter(
+            sub, row, recorded, started, lost, classify(lost), started.attempts or 1
+        )
     if _done_fast(handler, row.event_id):
         with transaction.atomic():
             _complete(sub, recorded, started)
@@ -161,7 +169,7 @@ def _run(
     try:
         fresh = _run_handler(sub, recorded, started)
     except Exception as exc:
-        return _on_failure(task, sub, row, started, exc, progress)
+        return _on_failure(task, sub, row, recorded, started, exc, progress)
     progress.open_start = False
     _remember(sub, recorded)
     return "processed" if fresh else "duplicate"
@@ -179,6 +187,15 @@ def _decode(row: Event, dead_letter_id: int | None) -> RecordedEvent:
     if edited is None:
         return recorded
     return recorded.model_copy(update={"payload": decode(row.type, row.schema_version, edited)})
+
+
+def _recorded_or_none(row: Event, dead_letter_id: int | None) -> RecordedEvent | None:
+    """Return the event as its handler saw it, or None if this process can't decode it."""
+    try:
+        return _decode(row, dead_letter_id)
+    except Exception:
+        logger.warning("event %s can't be decoded; its hooks are not called", row.event_id)
+        return None
 
 
 def _not_yet_known(exc: NewerSchemaVersion) -> Unavailable:
@@ -338,13 +355,15 @@ def timed_out(handler: str, event_id: str, limit: float | None) -> str:
         exc = DependencyTimeout(
             f"the handler ran past its hard time limit ({limit} s) and was killed"
         )
-        return _on_failure(None, sub, row, started, exc, _Progress(open_start=True))
+        recorded = _recorded_or_none(row, started.replay_of)
+        return _on_failure(None, sub, row, recorded, started, exc, _Progress(open_start=True))
 
 
 def _on_failure(
     task: Task | None,
     sub: Subscription,
     row: Event,
+    recorded: RecordedEvent | None,
     started: Started,
     exc: Exception,
     progress: _Progress,
@@ -354,14 +373,15 @@ def _on_failure(
     A wait short enough for the broker goes out as Celery's own retry with a countdown
     (the ledger re-sends it if that message is lost); a longer one waits in the ledger,
     which sends it when due, so no broker holds a message past its visibility timeout.
+    The hooks get ``recorded``, the event as the handler saw it (None: not decodable here).
     """
     classification = classify(exc)
-    _call_error_hook(sub, exc, row)
-    policy = policy_for(classification.kind, sub.options.get("retry"))
+    call_error_hook(sub, exc, recorded)
+    policy = policy_for(classification.kind, _retry_overrides(sub))
     spent = started.attempts + (1 if policy.spends_attempts else 0)
     if not policy.retries(spent):
         progress.open_start = False
-        return _dead_letter(sub, row, started, exc, classification, max(spent, 1))
+        return _dead_letter(sub, row, recorded, started, exc, classification, max(spent, 1))
     if classification.kind is ErrorKind.UNAVAILABLE:
         countdown = ceiling = retry_delay(classification.retry_at, policy.countdown(1))
     else:
@@ -418,6 +438,7 @@ def _retry(
 def _dead_letter(
     sub: Subscription,
     row: Event,
+    recorded: RecordedEvent | None,
     started: Started,
     exc: BaseException,
     classification: Classification,
@@ -437,7 +458,7 @@ def _dead_letter(
             next_attempt_at=None,
         )
     _tell_people(exc, letter)
-    _call_hook(sub, "on_dead_letter", letter, row)
+    call_dead_letter_hook(sub, letter, recorded)
     return "dead_lettered"
 
 
@@ -502,20 +523,17 @@ def _record_attempt(
     )
 
 
-def _call_error_hook(sub: Subscription, exc: Exception, row: Event) -> None:
-    _call_hook(sub, "handle_error", exc, row)
-
-
-def _call_hook(sub: Subscription, name: str, *args: Any) -> None:
-    """Call the handler's ``handle_error`` or ``on_dead_letter`` hook; whatever it raises is
-    logged, never propagated: a hook can't stop the pipeline."""
-    hook = sub.options.get(name)
-    if hook is None:
-        return
-    try:
-        hook(*args)
-    except Exception:
-        logger.exception("%s of %s raised; the pipeline goes on", name, sub.name)
+def _retry_overrides(sub: Subscription) -> dict[ErrorKind, RetryPolicy]:
+    """Return the handler's ``retry`` policies by kind; ``ConfigurationError`` when a key
+    is no error kind or a value no ``RetryPolicy`` (the event store can't check them)."""
+    overrides: dict[ErrorKind, RetryPolicy] = {}
+    for kind, policy in sub.retry.items():
+        if kind not in ErrorKind.values or not isinstance(policy, RetryPolicy):
+            raise ConfigurationError(
+                f"{sub.name}: retry={{{kind!r}: {policy!r}}} is not an error kind and a RetryPolicy"
+            )
+        overrides[ErrorKind(kind)] = policy
+    return overrides
 
 
 def _describe(exc: BaseException) -> str:

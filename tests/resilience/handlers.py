@@ -8,9 +8,11 @@ effects, so a duplicate effect can't hide.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 import httpx
@@ -25,6 +27,7 @@ from apps.eventstore.registry import DomainEvent, RecordedEvent, event
 from apps.eventstore.store import CommandContext
 from apps.eventstore.subscriptions import handles
 from apps.resilience.breakers import CircuitBreaker
+from apps.resilience.hooks import DeadLetterView
 from apps.resilience.policies import RetryPolicy, Strategy
 from apps.resilience.taxonomy import (
     BusinessRuleViolation,
@@ -166,12 +169,25 @@ def stubborn(recorded: RecordedEvent) -> None:
     record_effect("test.stubborn", recorded)
 
 
-def _hook_that_raises(exc: Exception, row: Any) -> None:
-    _redis().incr(f"hook:{row.event_id}")
+def _hook_that_raises(exc: Exception, event: RecordedEvent) -> None:
+    _redis().incr(f"hook:{event.event_id}")
+    _redis().set(f"hook-saw:{event.event_id}", type(event).__name__)
     raise RuntimeError("handle_error itself failed")
 
 
-@handles(JobRequested, name="test.hook-raises", handle_error=_hook_that_raises)
+def _dead_letter_hook_that_raises(letter: DeadLetterView, event: RecordedEvent) -> None:
+    """Keeps what it was given (types and the letter's fields) in Redis, then fails."""
+    seen = {"event": type(event).__name__, "letter": type(letter).__name__, **asdict(letter)}
+    _redis().set(f"dead-letter-hook:{event.event_id}", json.dumps(seen, default=str))
+    raise RuntimeError("on_dead_letter itself failed")
+
+
+@handles(
+    JobRequested,
+    name="test.hook-raises",
+    handle_error=_hook_that_raises,
+    on_dead_letter=_dead_letter_hook_that_raises,
+)
 def hook_raises(recorded: RecordedEvent) -> None:
     perform(next_step(f"hook:{recorded.payload.name}"), recorded)
     record_effect("test.hook-raises", recorded)

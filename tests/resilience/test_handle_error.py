@@ -1,7 +1,9 @@
-"""A handler's ``handle_error`` hook that raises never stops the pipeline."""
+"""A handler's hooks get the recorded event and a dead-letter view; one that raises never
+stops the pipeline."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 
@@ -27,8 +29,41 @@ def hook_calls(recorded: RecordedEvent) -> int:
     return int(value or 0)
 
 
+def what_hooks_saw(recorded: RecordedEvent) -> tuple[str, dict[str, object]]:
+    """The type ``handle_error`` got, and what ``on_dead_letter`` got, for ``recorded``."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    error_hook = client.get(f"hook-saw:{recorded.event_id}") or b""
+    dead_letter_hook = client.get(f"dead-letter-hook:{recorded.event_id}") or b"{}"
+    return error_hook.decode(), json.loads(dead_letter_hook)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_hooks_get_the_recorded_event_and_a_view_of_the_dead_letter(job: Job) -> None:
+    name = unique("D")
+    script(f"hook:{name}", "validation")
+
+    recorded = job(name)
+    wait_for_status(HANDLER, recorded, Delivery.Status.DEAD_LETTERED)
+    settle()
+
+    letter = dead_letter(HANDLER, recorded)
+    error_hook, dead_letter_hook = what_hooks_saw(recorded)
+    assert error_hook == "RecordedEvent"
+    assert dead_letter_hook == {
+        "event": "RecordedEvent",
+        "letter": "DeadLetterView",
+        "id": letter.pk,
+        "handler": HANDLER,
+        "kind": "validation",
+        "severity": letter.severity,
+        "exception_type": "apps.resilience.taxonomy.InvalidInput",
+        "message": letter.message,
+        "attempts": 1,
+        "event_id": str(recorded.event_id),
+    }
 
 
 def test_a_raising_hook_is_swallowed_and_the_next_job_is_processed_normally(
