@@ -14,10 +14,11 @@ the lock, checks versions and writes events and outbox rows in one call of the
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydantic_core
 from django.conf import settings
@@ -93,7 +94,7 @@ def append_many(appends: Sequence[StreamAppend], *, context: CommandContext) -> 
     2. Compare each stream's version with its ``expected_version``; a difference is a
        ``ConcurrencyConflict`` (the unique ``(stream_id, version)`` constraint backs it up).
     3. Insert the events and one outbox row each, in the caller's transaction.
-    4. After commit, nudge the relay once to publish the new outbox rows.
+    4. After commit, nudge the relay once per transaction to publish the new outbox rows.
 
     On PostgreSQL steps 1-3 are one call of the ``eventstore_append`` function (one round
     trip, see migration 0005); elsewhere they run through the ORM.
@@ -106,11 +107,11 @@ def append_many(appends: Sequence[StreamAppend], *, context: CommandContext) -> 
     pending = _pending(appends, context)
     with transaction.atomic(savepoint=False):
         if connection.vendor == "postgresql":
-            positions, outbox_ids = _append_in_postgres(appends, pending)
+            written = _append_in_postgres(appends, pending)
         else:
-            positions, outbox_ids = _append_with_orm(appends, pending)
+            written = _append_with_orm(appends, pending)
         if settings.OUTBOX_PUBLISH_ON_COMMIT:
-            _publish_after_commit(outbox_ids)
+            _publish_after_commit(written.outbox_ids, written.transaction_id)
     return [
         RecordedEvent(
             position=position,
@@ -122,7 +123,7 @@ def append_many(appends: Sequence[StreamAppend], *, context: CommandContext) -> 
             payload=p.payload,
             metadata=p.metadata,
         )
-        for p, position in zip(pending, positions, strict=True)
+        for p, position in zip(pending, written.positions, strict=True)
     ]
 
 
@@ -161,9 +162,16 @@ def _pending(appends: Sequence[StreamAppend], context: CommandContext) -> list[_
     return pending
 
 
-def _append_in_postgres(
-    appends: Sequence[StreamAppend], pending: list[_Pending]
-) -> tuple[list[int], list[int]]:
+class _Written(NamedTuple):
+    """What an append wrote: event positions and outbox ids in the order of the pending
+    events, and the database's id of the transaction (None where it has none to give)."""
+
+    positions: list[int]
+    outbox_ids: list[int]
+    transaction_id: int | None
+
+
+def _append_in_postgres(appends: Sequence[StreamAppend], pending: list[_Pending]) -> _Written:
     streams = [{"stream_id": a.stream_id, "expected": a.expected_version} for a in appends]
     events = [
         {
@@ -181,7 +189,7 @@ def _append_in_postgres(
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT event_id, event_position, outbox_id"
+                "SELECT event_id, event_position, outbox_id, txid_current()"
                 " FROM eventstore_append(%s::jsonb, %s::jsonb, %s)",
                 [_json(streams), _json(events), APPEND_LOCK_KEY],
             )
@@ -190,9 +198,13 @@ def _append_in_postgres(
         if (conflict := _conflict_from(exc, appends)) is None:
             raise
         raise conflict from exc
-    by_event = {event_id: (position, outbox_id) for event_id, position, outbox_id in rows}
+    by_event = {event_id: (position, outbox_id) for event_id, position, outbox_id, _ in rows}
     placed = [by_event[p.metadata.event_id] for p in pending]
-    return [position for position, _ in placed], [outbox_id for _, outbox_id in placed]
+    return _Written(
+        positions=[position for position, _ in placed],
+        outbox_ids=[outbox_id for _, outbox_id in placed],
+        transaction_id=rows[0][3],
+    )
 
 
 def _json(value: object) -> str:
@@ -224,9 +236,7 @@ def _is_stream_version_violation(exc: IntegrityError) -> bool:
     return "stream_id" in str(exc) and "version" in str(exc)  # SQLite names the columns
 
 
-def _append_with_orm(
-    appends: Sequence[StreamAppend], pending: list[_Pending]
-) -> tuple[list[int], list[int]]:
+def _append_with_orm(appends: Sequence[StreamAppend], pending: list[_Pending]) -> _Written:
     take_append_lock()
     versions = _current_versions([a.stream_id for a in appends])
     for a in appends:
@@ -252,33 +262,56 @@ def _append_with_orm(
             raise
         raise conflict from exc
     outbox = OutboxMessage.objects.bulk_create([OutboxMessage(event=row) for row in rows])
-    return [row.position for row in rows], [m.pk for m in outbox]
+    return _Written([row.position for row in rows], [m.pk for m in outbox], None)
 
 
-def _publish_after_commit(outbox_ids: list[int]) -> None:
+# This thread's outbox batch per database alias: Django gives each thread its own connection,
+# so a thread's transactions are the only ones that can add to its batches.
+_batches = threading.local()
+
+
+def _publish_after_commit(outbox_ids: list[int], transaction_id: int | None) -> None:
     """Nudge the relay once per transaction, with every outbox row it wrote.
 
-    A transaction that appends to many streams (a bulk command) registers one callback,
-    not one per append. Rows whose nudge is lost (a rolled-back savepoint took the
-    callback with it) are published by the beat sweep.
+    1. Add the ids to this thread's batch for the database, started afresh when the
+       transaction id differs from the batch's: a transaction that rolled back never
+       flushed its batch, and the next one must not inherit it.
+    2. Register the batch's flush with ``on_commit``, once per append: a savepoint that
+       rolls back discards the callbacks registered inside it, so the first append's
+       callback may be gone while later appends' rows still need one. The first flush to
+       run publishes the whole batch; the others find it empty.
+
+    Ids appended inside a savepoint that rolled back stay in the batch, but their rows
+    don't exist: the relay finds nothing to publish for them. Without a transaction id
+    (SQLite) each append is a batch of its own.
     """
-    pending: _PendingOutbox | None = getattr(connection, "_backstop_outbox", None)
-    if pending is None or not pending.registered():
-        pending = _PendingOutbox()
-        connection._backstop_outbox = pending
-        transaction.on_commit(pending.flush)
-    pending.ids.extend(outbox_ids)
+    batch = _batch_for(connection.alias, transaction_id)
+    batch.ids.extend(outbox_ids)
+    transaction.on_commit(batch.flush, using=connection.alias)
 
 
-class _PendingOutbox:
-    def __init__(self) -> None:
+def _batch_for(alias: str, transaction_id: int | None) -> _OutboxBatch:
+    """Return this thread's batch for the transaction on ``alias``, new if it has none."""
+    if not hasattr(_batches, "by_alias"):
+        _batches.by_alias = {}
+    batch: _OutboxBatch | None = _batches.by_alias.get(alias)
+    if batch is None or transaction_id is None or batch.transaction_id != transaction_id:
+        batch = _batches.by_alias[alias] = _OutboxBatch(transaction_id)
+    return batch
+
+
+class _OutboxBatch:
+    """The outbox ids one transaction wrote and has not yet handed to the relay."""
+
+    def __init__(self, transaction_id: int | None) -> None:
+        self.transaction_id = transaction_id
         self.ids: list[int] = []
 
-    def registered(self) -> bool:
-        return any(entry[1] == self.flush for entry in connection.run_on_commit)
-
     def flush(self) -> None:
-        relay.publish_after_commit(self.ids)
+        """Hand the ids collected so far to the relay, once."""
+        ids, self.ids = self.ids, []
+        if ids:
+            relay.publish_after_commit(ids)
 
 
 def take_append_lock() -> None:
