@@ -146,8 +146,3 @@ def _upcast(
 def encode(payload: DomainEvent) -> dict[str, Any]:
     """Return the payload as JSON-ready data."""
     return payload.model_dump(mode="json")
-
-
-def registered_types() -> list[str]:
-    """Return every registered event type, sorted."""
-    return sorted(_classes)

@@ -116,6 +116,11 @@ class Attempt(models.Model):
         return f"attempt {self.number} of {self.delivery}: {self.kind} -> {self.outcome}"
 
 
+# A dead letter still in play (not yet resolved or discarded): holds back its stream's
+# later events from an ordered handler, counts in the console's depth.
+OPEN_DEAD_LETTER_STATUSES = ("pending", "retrying")
+
+
 class DeadLetter(models.Model):
     """Work that could not succeed, kept whole so an operator can understand and replay it."""
 
@@ -124,6 +129,8 @@ class DeadLetter(models.Model):
         RETRYING = "retrying"
         RESOLVED = "resolved"
         DISCARDED = "discarded"
+
+    OPEN = OPEN_DEAD_LETTER_STATUSES
 
     handler = models.CharField(max_length=200)
     event_id = models.UUIDField(null=True, blank=True)
@@ -174,7 +181,7 @@ class DeadLetter(models.Model):
             models.Index(
                 fields=["handler", "stream_id", "event_version"],
                 name="deadletter_open_stream_idx",
-                condition=Q(status__in=["pending", "retrying"]),
+                condition=Q(status__in=list(OPEN_DEAD_LETTER_STATUSES)),
             ),
         ]
 
@@ -183,7 +190,7 @@ class DeadLetter(models.Model):
 
     @property
     def is_open(self) -> bool:
-        return self.status in (self.Status.PENDING, self.Status.RETRYING)
+        return self.status in self.OPEN
 
 
 class DeadLetterAction(models.Model):

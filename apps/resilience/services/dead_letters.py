@@ -16,12 +16,12 @@ from django.utils import timezone
 from apps.eventstore.models import Event
 from apps.resilience.classify import Classification
 from apps.resilience.models import DeadLetter, DeadLetterAction, Delivery
-from apps.resilience.services import ledger
+from apps.resilience.services import ledger, parking
 from apps.resilience.taxonomy import ErrorKind
 
 Status = DeadLetter.Status
 Action = DeadLetterAction.Action
-OPEN = (Status.PENDING, Status.RETRYING)
+OPEN = DeadLetter.OPEN
 
 
 class DeadLetterStateError(Exception):
@@ -159,8 +159,6 @@ def retry(
 
 def resolve(dead_letter_id: int, *, actor: Any, notes: str = "") -> DeadLetter:
     """Close the dead letter as handled (by a fix elsewhere); parked messages are released."""
-    from apps.resilience.services import parking  # parking releases through this module
-
     with transaction.atomic():
         letter = _claim(dead_letter_id, OPEN, Status.RESOLVED, actor=actor, notes=notes)
         _audit(letter, Action.RESOLVE, actor, notes)
@@ -170,8 +168,6 @@ def resolve(dead_letter_id: int, *, actor: Any, notes: str = "") -> DeadLetter:
 
 def discard(dead_letter_id: int, *, actor: Any, reason: str) -> DeadLetter:
     """Close the dead letter as not worth processing; parked messages are released."""
-    from apps.resilience.services import parking
-
     if not reason.strip():
         raise DeadLetterStateError("discarding needs a reason")
     with transaction.atomic():

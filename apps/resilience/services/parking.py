@@ -20,7 +20,7 @@ from apps.eventstore.store import lock_for_transaction
 from apps.resilience.models import DeadLetter, Delivery, ParkedMessage
 from apps.resilience.services import ledger
 
-OPEN = (DeadLetter.Status.PENDING, DeadLetter.Status.RETRYING)
+OPEN = DeadLetter.OPEN
 
 
 def trouble_sql(handler: str, stream_id: object) -> tuple[str, list[object]]:
@@ -33,11 +33,12 @@ def trouble_sql(handler: str, stream_id: object) -> tuple[str, list[object]]:
     prep = DeadLetter._meta.get_field("stream_id").get_db_prep_value(stream_id, connection)
     sql = (
         "(EXISTS (SELECT 1 FROM resilience_deadletter WHERE handler = %s AND stream_id = %s"
-        " AND status IN ('pending', 'retrying'))"
+        f" AND status IN ({', '.join(['%s'] * len(OPEN))}))"
         " OR EXISTS (SELECT 1 FROM resilience_parkedmessage"
-        " WHERE handler = %s AND stream_id = %s AND status = 'pending'))"
+        " WHERE handler = %s AND stream_id = %s AND status = %s))"
     )
-    return sql, [handler, prep, handler, prep]
+    pending = ParkedMessage.Status.PENDING
+    return sql, [handler, prep, *OPEN, handler, prep, pending]
 
 
 def _lock_stream(handler: str, stream_id: object) -> None:
