@@ -13,6 +13,7 @@ import secrets
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from csp.constants import NONCE, NONE, SELF
@@ -129,6 +130,8 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------
 # The schemes of the database backends Backstop runs on (dj_database_url knows more).
 DATABASE_URL = env_url("DATABASE_URL", "", ["postgres", "postgresql", "pgsql", "sqlite"])
+# Any: dj_database_url's typed dict has NAME as str; the SQLite default's NAME is a Path.
+DATABASES: dict[str, Any]
 if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(
@@ -157,6 +160,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache (breaker state, idempotency fast path, rate limits) ----------------------------
 # Several URLs (comma-separated) are a primary and its replicas, as Django's cache reads them.
 REDIS_URL = env_url("REDIS_URL", "", ["redis", "rediss", "unix"], several=True)
+CACHES: dict[str, dict[str, Any]]
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -459,7 +463,7 @@ OUTBOX_PUBLISH_ON_COMMIT = env_bool("OUTBOX_PUBLISH_ON_COMMIT", True)
 # --- Resilience: retry policies, severities, breakers, dead letters ----------------------
 # Default retry policy per error kind; a handler may override any of them in @handles(retry=).
 _NO_RETRY = {"strategy": "none"}
-RESILIENCE_RETRY_POLICIES = {
+RESILIENCE_RETRY_POLICIES: dict[str, dict[str, Any]] = {
     "transient": {"strategy": "exponential", "max_attempts": 5, "base_delay": 1, "max_delay": 60},
     "timeout": {"strategy": "linear", "max_attempts": 3, "base_delay": 5, "max_delay": 60},
     "rate_limited": {
@@ -553,7 +557,7 @@ DEAD_LETTER_AUTO_RETRY_SECONDS = env_float("DEAD_LETTER_AUTO_RETRY_SECONDS", 360
 DEAD_LETTER_AUTO_RETRY_LIMIT = env_int("DEAD_LETTER_AUTO_RETRY_LIMIT", 3, minimum=0)
 DEAD_LETTER_SWEEP_SECONDS = env_float("DEAD_LETTER_SWEEP_SECONDS", 60.0, above=0)
 # Escalation: who hears about dead letters, and when (critical kinds: at once).
-ESCALATION_RULES = [
+ESCALATION_RULES: list[dict[str, Any]] = [
     {"name": "critical at once", "min_severity": "critical", "count": 1, "window_seconds": 3600},
     {"name": "high, repeated", "min_severity": "high", "count": 5, "window_seconds": 900},
     {"name": "anything, a flood", "min_severity": "low", "count": 50, "window_seconds": 300},

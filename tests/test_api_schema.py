@@ -115,6 +115,8 @@ def test_the_list_documents_its_paging_and_a_todos_events_are_not_paged(
     events = schema["paths"]["/api/v1/todos/{todo_id}/events/"]["get"]
 
     assert {"ordering", "page_size", "cursor"} <= {p["name"] for p in listing["parameters"]}
+    filters = {"status", "priority", "tag", "due_before", "due_after", "overdue", "search"}
+    assert filters <= {p["name"] for p in listing["parameters"]}  # the filter set, too
     assert [p["name"] for p in events["parameters"]] == ["todo_id"]
     assert json_schema(events["responses"]["200"])["type"] == "array"
 

@@ -53,7 +53,7 @@ class TokenView(APIView):
             return [AllowAny()]
         return [IsAuthenticated()]
 
-    def get_throttles(self) -> Sequence[BaseThrottle]:
+    def get_throttles(self) -> list[BaseThrottle]:
         if self.request.method == "POST":  # counted before the password is checked
             return [LoginAddressThrottle(), LoginUsernameThrottle()]
         return super().get_throttles()

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 _PERIODS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 # KEYS[1] the counter, ARGV[1] the window in seconds; returns {count, milliseconds left}.
 # A key without an expiry (-1) is new, or lost its expiry somehow: give it the window.
+# No client: the script is bytes, so Script never needs one to encode it (the stub insists).
 _COUNT_SCRIPT = Script(
-    None,
+    None,  # type: ignore[arg-type]
     b"""
     local count = redis.call('INCR', KEYS[1])
     local left = redis.call('PTTL', KEYS[1])
@@ -141,7 +142,8 @@ class FixedWindowThrottle(BaseThrottle):
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         """Return whether the request is within its client's rate; ``True`` without a cache."""
-        rate = parse_rate(api_settings.DEFAULT_THROTTLE_RATES.get(self.scope))
+        # The stubs type the rates as numbers; DRF's are "N/period" strings (or None).
+        rate = parse_rate(cast("str | None", api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)))
         client = self.client(request)
         if rate is None or client is None:
             return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from operator import attrgetter
+from typing import cast
 
 from django.db import connection, models
 from psycopg import sql
@@ -26,16 +27,17 @@ def insert_rows(model: type[models.Model], objects: Iterable[models.Model]) -> i
     if not objects:
         return 0
     if connection.vendor != "postgresql":
-        model.objects.bulk_create(objects, batch_size=1000)
+        model._default_manager.bulk_create(objects, batch_size=1000)
         return len(objects)
     fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.db_returning)]
-    json_fields = {f.attname for f in fields if isinstance(f, models.JSONField)}
+    # A concrete field always has a column (the stubs' ``str | None`` covers the others).
+    columns = [sql.Identifier(cast(str, f.column)) for f in fields]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(model._meta.db_table),
-        sql.SQL(", ").join(sql.Identifier(f.column) for f in fields),
+        sql.SQL(", ").join(columns),
     )
     getters = [attrgetter(f.attname) for f in fields]
-    encoders = [(n, f.encoder) for n, f in enumerate(fields) if f.attname in json_fields]
+    encoders = [(n, f.encoder) for n, f in enumerate(fields) if isinstance(f, models.JSONField)]
     with (
         connection.wrap_database_errors,
         connection.cursor() as cursor,

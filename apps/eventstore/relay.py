@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery, current_app
 from django.conf import settings
@@ -27,7 +28,7 @@ from kombu import Connection, Producer
 from kombu.exceptions import KombuError
 
 from apps.eventstore.models import OutboxMessage
-from apps.eventstore.subscriptions import subscribers, subscription
+from apps.eventstore.subscriptions import PublishOptions, subscribers, subscription
 
 DELIVER_TASK = "backstop.deliver"
 PUBLISH_TASK = "backstop.outbox.publish"
@@ -54,6 +55,7 @@ def send_delivery(
 ) -> None:
     """Send one ``deliver(handler, event_id)`` message to the handler's queue, outside the
     relay (the ledger's re-sends, a replayed dead letter, a released parked event)."""
+    options: PublishOptions
     try:
         sub = subscription(handler)
     except KeyError:  # an unknown handler is dead-lettered by the runtime, not lost here
@@ -66,7 +68,8 @@ def send_delivery(
         task_id=delivery_task_id(handler, event_id),
         queue=queue,
         countdown=countdown,
-        **options,
+        # celery-types declares the time limits int; Celery takes float seconds.
+        **options,  # type: ignore[arg-type]
     )
 
 
@@ -104,7 +107,8 @@ def publish_pending(
 
     Runs after every command's commit, so both statements are plain SQL (no ORM compile).
     """
-    where, params = ["o.published_at IS NULL"], []
+    where: list[str] = ["o.published_at IS NULL"]
+    params: list[Any] = []
     if ids is not None:
         ids = list(ids)
         if not ids:
@@ -177,7 +181,8 @@ def _publish(app: Celery, producer: Producer, row: _Claimed) -> None:
             task_id=delivery_task_id(sub.name, row.event_id),
             queue=sub.queue,
             producer=producer,
-            **sub.publish_options(),
+            # celery-types declares the time limits int; Celery takes float seconds.
+            **sub.publish_options(),  # type: ignore[arg-type]
             retry=True,
             retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
         )

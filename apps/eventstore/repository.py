@@ -70,7 +70,9 @@ class Repository(Generic[A]):
 
     def _snapshot_due(self, before: int, after: int) -> bool:
         every = self.aggregate_class.snapshot_every
-        return bool(every) and after // every > before // every  # crossed a multiple of N
+        if not every:
+            return False
+        return after // every > before // every  # crossed a multiple of N
 
     def _take_snapshot(self, aggregate: A) -> None:
         Snapshot.objects.update_or_create(

@@ -217,7 +217,8 @@ def _conflict_from(exc: DatabaseError, appends: Sequence[StreamAppend]) -> Excep
     """Return the ``ConcurrencyConflict`` a database error means, or None if it is another
     error: the append function's version mismatch, or the unique (stream, version)
     constraint (only reachable when a writer bypassed the append lock)."""
-    cause = exc.__cause__
+    # Any: the driver's error (psycopg's, with ``diag``), read without importing the driver.
+    cause: Any = exc.__cause__
     if getattr(cause, "sqlstate", None) == VERSION_MISMATCH:
         detail = json.loads(cause.diag.message_detail)
         return ConcurrencyConflict(

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict
 
 from apps.eventstore.registry import DomainEvent, RecordedEvent
 
@@ -32,6 +32,14 @@ ErrorHook = Callable[[Exception, RecordedEvent], object]
 # on_dead_letter(letter, event): called once the pair is dead-lettered; ``letter`` is an
 # ``apps.resilience.hooks.DeadLetterView`` (see the module docstring).
 DeadLetterHook = Callable[[Any, RecordedEvent], object]
+
+
+class PublishOptions(TypedDict, total=False):
+    """The per-message Celery options of a handler (keyword arguments of ``send_task``)."""
+
+    soft_time_limit: float
+    time_limit: float
+
 
 _NO_RETRY_OVERRIDES: Mapping[str, object] = MappingProxyType({})
 
@@ -53,10 +61,14 @@ class Subscription:
     handle_error: ErrorHook | None = None
     on_dead_letter: DeadLetterHook | None = None
 
-    def publish_options(self) -> dict[str, float]:
+    def publish_options(self) -> PublishOptions:
         """Return the per-message Celery options this handler asks for (its time limits)."""
-        limits = {"soft_time_limit": self.soft_time_limit, "time_limit": self.time_limit}
-        return {key: value for key, value in limits.items() if value is not None}
+        options: PublishOptions = {}
+        if self.soft_time_limit is not None:
+            options["soft_time_limit"] = self.soft_time_limit
+        if self.time_limit is not None:
+            options["time_limit"] = self.time_limit
+        return options
 
 
 _by_name: dict[str, Subscription] = {}

@@ -82,6 +82,7 @@ def request_for_reminder(triggered: RecordedEvent) -> list[uuid.UUID]:
 
     assert isinstance(triggered.payload, ReminderTriggered)
     reminder = reminders.load(triggered.stream_id)
+    assert reminder.todo_id is not None  # a triggered reminder was scheduled for a todo
     todo = todos.load(reminder.todo_id)
     body = {
         "todo": {

@@ -59,6 +59,7 @@ def snooze_reminder(
     with transaction.atomic():
         reminder = _load_owned(owner_id, reminder_id)
         if reminder.status != PENDING:
+            assert reminder.todo_id is not None  # a stored reminder was scheduled for a todo
             _lock_todo(reminder.todo_id)
             _refuse_over_limit(reminder.todo_id)
         reminder.snooze(minutes, timezone.now())
@@ -152,6 +153,9 @@ def _lock_todo(todo_id: uuid.UUID) -> None:
 
 
 def _keep_state(reminder: Reminder, **extra: object) -> ReminderState:
+    # Only a scheduled reminder is kept, and scheduling sets both.
+    assert reminder.todo_id is not None
+    assert reminder.remind_at is not None
     state, _ = ReminderState.objects.update_or_create(
         reminder_id=reminder.id,
         defaults={

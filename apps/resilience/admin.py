@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.db.models.expressions import Combinable
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -27,15 +28,15 @@ from apps.resilience.services import dead_letters, escalation, ledger
 
 class ActionInline(ReadOnlyMixin, admin.TabularInline):
     model = DeadLetterAction
-    fields = ["at", "action", "actor", "notes", "details"]
-    readonly_fields = fields
+    readonly_fields = ["at", "action", "actor", "notes", "details"]
+    fields = [*readonly_fields]  # every column shown is read-only
     extra = 0
 
 
 class ParkedInline(ReadOnlyMixin, admin.TabularInline):
     model = ParkedMessage
-    fields = ["version", "event_id", "status", "reason", "released_at"]
-    readonly_fields = fields
+    readonly_fields = ["version", "event_id", "status", "reason", "released_at"]
+    fields = [*readonly_fields]  # every column shown is read-only
     extra = 0
 
 
@@ -202,7 +203,7 @@ class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ["event_id__exact", "^handler"]
     show_full_result_count = False
 
-    def get_ordering(self, request: HttpRequest) -> list[str]:
+    def get_ordering(self, request: HttpRequest) -> list[str | Combinable]:
         """Return oldest change first when filtering by age (the rows to look at first)."""
         if OpenForFilter.parameter_name in request.GET:
             return ["updated_at"]

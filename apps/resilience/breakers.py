@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import redis
 from django.conf import settings
@@ -39,6 +40,9 @@ from django.db import connection, transaction
 from apps.resilience.classify import classify
 from apps.resilience.models import BreakerTransition
 from apps.resilience.taxonomy import NOT_THE_DEPENDENCYS_FAULT, ErrorKind, Unavailable
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 _DAY = 86_400
@@ -191,7 +195,7 @@ class CircuitBreaker:
             self._release_probe(permit)
 
     # -- operators -----------------------------------------------------------------------
-    def force(self, state: State | None, *, actor: object = None, reason: str = "") -> None:
+    def force(self, state: State | None, *, actor: User | None = None, reason: str = "") -> None:
         """Hold the breaker open or closed until cleared with ``force(None)``."""
         before = self.snapshot().state
         if state is None:
@@ -209,7 +213,7 @@ class CircuitBreaker:
             actor=actor,
         )
 
-    def reset(self, *, actor: object = None) -> None:
+    def reset(self, *, actor: User | None = None) -> None:
         """Close the breaker now, forgetting failures (an operator's manual reset)."""
         generation = self._generation()
         cache.delete(self._key("forced"))
@@ -262,7 +266,7 @@ class CircuitBreaker:
         return sum(cache.get_many(buckets).values())
 
     def _leave(
-        self, generation: int, before: State, after: State, reason: str, actor: object = None
+        self, generation: int, before: State, after: State, reason: str, actor: User | None = None
     ) -> bool:
         """Move from ``generation`` to the next one, unless another worker already did."""
         if not cache.add(self._key(f"g{generation}:exit"), 1, timeout=_DAY):

@@ -8,7 +8,7 @@ message is acknowledged as before so it can't block the queue.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.worker.consumer import Consumer
 from kombu.message import Message
@@ -18,11 +18,20 @@ from apps.resilience.services import dead_letters
 from apps.resilience.services.escalation import escalate
 from apps.resilience.taxonomy import Corruption
 
+if TYPE_CHECKING:
+    from celery.app.task import Context
+
 logger = logging.getLogger(__name__)
 
 
-def keep_poison(reason: str, message: Message, body: Any, exc: BaseException | None) -> None:
-    """Write a corruption dead letter for a message the worker can't process at all."""
+def keep_poison(
+    reason: str, message: Message | Context, body: Any, exc: BaseException | None
+) -> None:
+    """Write a corruption dead letter for a message the worker can't process at all.
+
+    ``message`` is the kombu message, or the request of a task that failed before the
+    runtime took it; only its ``body`` and ``headers`` are read, where it has them.
+    """
     error = Corruption(f"{reason}: {exc}" if exc else reason)
     raw = body if isinstance(body, str) else _text(getattr(message, "body", b""))
     try:

@@ -43,8 +43,9 @@ class DeliveryContextFilter(logging.Filter):
             if not hasattr(record, name):
                 setattr(record, name, current.get(name, "-") if current else "-")
         record.delivery = (
+            # LogRecord declares no such attributes: the loop above set them.
             f" [handler={record.handler} event={record.event_id}"  # type: ignore[attr-defined]
-            f" correlation={record.correlation_id}]"  # type: ignore[attr-defined]
+            f" correlation={record.correlation_id}]"
             if current
             else ""
         )

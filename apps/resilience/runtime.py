@@ -251,8 +251,8 @@ def _start(sub: Subscription, row: Event, forgive: int, dead_letter_id: int | No
             """,
             params + trouble_params,
         )
-        *fields, stray = cursor.fetchone()
-        started = Started(*fields, stray=stray)
+        pk, starts, finishes, attempts, troubled, replay_of, is_stray = cursor.fetchone()
+        started = Started(pk, starts, finishes, attempts, troubled, replay_of, stray=is_stray)
     if dead_letter_id is not None and started.replay_of is None:  # a message sent before
         started = replace(started, replay_of=dead_letter_id)  # the ledger knew replays
     return started
@@ -432,7 +432,8 @@ def _retry(
     try:
         raise task.retry(exc=exc, countdown=countdown, kwargs=kwargs)
     except Reject as rejected:
-        raise Reject(rejected.reason, requeue=True) from exc
+        # celery-types omits Reject's ``reason`` attribute (set in its __init__).
+        raise Reject(rejected.reason, requeue=True) from exc  # type: ignore[attr-defined]
 
 
 def _dead_letter(

@@ -75,11 +75,12 @@ class RateLimited(BackstopError):
 
 
 class Unavailable(BackstopError):
-    """A dependency is known to be down (breaker open, cooldown): try again at ``retry_at``."""
+    """A dependency is known to be down (breaker open, cooldown): try again at ``retry_at``
+    (``None`` when nobody knows when, e.g. a breaker forced open)."""
 
     kind = ErrorKind.UNAVAILABLE
 
-    def __init__(self, message: str, *, retry_at: datetime) -> None:
+    def __init__(self, message: str, *, retry_at: datetime | None) -> None:
         super().__init__(message)
         self.retry_at = retry_at
 

@@ -8,6 +8,7 @@ it that the missing one comes).
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -88,7 +89,7 @@ class TodoRows:
         A rebuild fills a cleared generation in log order, so a todo whose first event here
         is its creation has no row yet: only todos created in an earlier batch are read.
         """
-        first_seen: dict[object, int] = {}
+        first_seen: dict[uuid.UUID, int] = {}
         for event in events:
             first_seen.setdefault(event.stream_id, event.version)
         existing = [todo_id for todo_id, version in first_seen.items() if version > 1]
@@ -100,7 +101,7 @@ class TodoRows:
             if existing
             else {}
         )
-        created: dict[object, TodoView] = {}
+        created: dict[uuid.UUID, TodoView] = {}
         for event in events:
             view = views.get(event.stream_id)
             if event.version <= (view.version if view else 0):
@@ -173,7 +174,8 @@ _VIEW_COLUMNS = TodoView._meta.concrete_fields
 def _new_view(**values: Any) -> TodoView:
     """Return a new TodoView through Django's positional fast path (a rebuild builds one per
     todo); fields not given take their defaults, as with keyword arguments."""
-    return TodoView(
+    # django-stubs checks the unpacked list as the first field's (id's) value.
+    return TodoView(  # type: ignore[misc]
         *[values[f.attname] if f.attname in values else f.get_default() for f in _VIEW_COLUMNS]
     )
 

@@ -17,6 +17,7 @@ from apps.eventstore.repository import Repository, retry_on_conflict
 from apps.eventstore.store import CommandContext
 from apps.resilience.taxonomy import NotFound
 from apps.todos.aggregates import Todo
+from apps.todos.events import TodoCompleted
 
 repository = Repository(Todo)
 
@@ -133,6 +134,7 @@ def create_next_occurrence(*, completed: RecordedEvent) -> TodoState | None:
     Exactly once: the next todo's id is fixed by the series and its due date, so a second
     attempt finds it exists (or conflicts with a concurrent one) and creates nothing.
     """
+    assert isinstance(completed.payload, TodoCompleted)
     todo = repository.load(completed.stream_id)
     following = todo.next_occurrence(completed.payload.completed_at)
     if following is None or store.stream_exists(following.id):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from django.utils.cache import add_never_cache_headers
 from django.utils.dateparse import parse_datetime
@@ -17,6 +18,7 @@ from rest_framework.views import APIView
 
 from apps.api.fields import StrictSerializer, TextField
 from apps.api.storable import storable_offset, storable_text
+from apps.api.users import request_user, request_user_id
 from apps.notifications import services
 from apps.notifications.models import NotificationSettings, NotificationState
 
@@ -37,7 +39,7 @@ class MeUpdateSerializer(StrictSerializer):
 
 
 def _me(request: Request, row: NotificationSettings | None) -> dict[str, object]:
-    user = request.user
+    user = request_user(request)
     return {
         "id": user.pk,
         "username": user.get_username(),
@@ -50,7 +52,7 @@ def _me(request: Request, row: NotificationSettings | None) -> dict[str, object]
 class MeView(APIView):
     @extend_schema(responses=MeSerializer)
     def get(self, request: Request) -> Response:
-        row = NotificationSettings.objects.filter(user_id=request.user.pk).first()
+        row = NotificationSettings.objects.filter(user_id=request_user_id(request)).first()
         return Response(MeSerializer(_me(request, row)).data)
 
     @extend_schema(request=MeUpdateSerializer, responses=MeSerializer)
@@ -58,12 +60,12 @@ class MeView(APIView):
         data = MeUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         row, secret = services.update_me(
-            user_id=request.user.pk,
+            user_id=request_user_id(request),
             email=data.validated_data.get("email"),
             url=data.validated_data.get("webhook_url"),
             rotate_secret=data.validated_data["rotate_webhook_secret"],
         )
-        request.user.refresh_from_db(fields=["email"])  # just changed, maybe
+        request_user(request).refresh_from_db(fields=["email"])  # just changed, maybe
         body = dict(MeSerializer(_me(request, row)).data)
         if secret is not None:
             body["webhook_secret"] = secret  # shown once: sign-check X-Backstop-Signature with it
@@ -106,7 +108,9 @@ class NewestFirst(CursorPagination):
             cursor = super().decode_cursor(request)
         except NotFound:
             raise _invalid_cursor() from None
-        if cursor is not None and cursor.position is not None and not _created_at(cursor.position):
+        # The stubs type a position as int; DRF decodes it from the cursor as text.
+        position = cast(str | None, cursor.position if cursor is not None else None)
+        if position is not None and not _created_at(position):
             raise _invalid_cursor()
         return cursor
 

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from apps.api.context import context_of
 from apps.api.fields import AwareDateTimeField, StrictSerializer
+from apps.api.users import request_user_id
 from apps.reminders import selectors, services
 from apps.reminders.aggregates import CHANNELS, SNOOZE_MINUTES
 
@@ -44,7 +45,7 @@ class ReminderSerializer(serializers.Serializer):
 class TodoRemindersView(APIView):
     @extend_schema(responses=ReminderSerializer(many=True))
     def get(self, request: Request, todo_id: uuid.UUID) -> Response:
-        rows = selectors.reminders_of_todo(request.user.pk, todo_id)
+        rows = selectors.reminders_of_todo(request_user_id(request), todo_id)
         return Response(ReminderSerializer(rows, many=True).data)
 
     @extend_schema(request=ScheduleSerializer, responses={201: ReminderSerializer})
@@ -52,7 +53,7 @@ class TodoRemindersView(APIView):
         data = ScheduleSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         state = services.schedule_reminder(
-            owner_id=request.user.pk,
+            owner_id=request_user_id(request),
             todo_id=todo_id,
             context=context_of(request),
             **data.validated_data,
@@ -66,7 +67,7 @@ class SnoozeView(APIView):
         data = SnoozeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         state = services.snooze_reminder(
-            owner_id=request.user.pk,
+            owner_id=request_user_id(request),
             reminder_id=reminder_id,
             context=context_of(request),
             **data.validated_data,
@@ -78,6 +79,6 @@ class ReminderView(APIView):
     @extend_schema(request=None, responses={200: ReminderSerializer})
     def delete(self, request: Request, reminder_id: uuid.UUID) -> Response:
         state = services.cancel_reminder(
-            owner_id=request.user.pk, reminder_id=reminder_id, context=context_of(request)
+            owner_id=request_user_id(request), reminder_id=reminder_id, context=context_of(request)
         )
         return Response(ReminderSerializer(state).data)

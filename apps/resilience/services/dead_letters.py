@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import traceback
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import transaction
@@ -263,7 +263,19 @@ def _count_by(queryset: Any, field: str) -> dict[str, int]:
     return {row[field]: row["n"] for row in rows}
 
 
-def groups(*, status: tuple[str, ...] = OPEN) -> list[dict[str, Any]]:
+class FailureGroup(TypedDict):
+    """Dead letters of one fingerprint, as ``groups`` counts them."""
+
+    fingerprint: str
+    kind: str
+    exception_type: str
+    count: int
+    handlers: int
+    latest: datetime | None
+    critical: int
+
+
+def groups(*, status: tuple[str, ...] = OPEN) -> list[FailureGroup]:
     """Return dead letters grouped by fingerprint, largest group first."""
     return list(
         DeadLetter.objects.filter(status__in=status)

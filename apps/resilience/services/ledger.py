@@ -80,7 +80,7 @@ def expect(pairs: Iterable[tuple[str, uuid.UUID]]) -> None:
 
 def running_deadline(sub: Subscription | None, now: datetime) -> datetime:
     """Return when a run started at ``now`` must have ended: the hard time limit plus margin."""
-    limit = settings.RESILIENCE_HANDLER_TIME_LIMIT
+    limit: float = settings.RESILIENCE_HANDLER_TIME_LIMIT
     if sub is not None and sub.time_limit is not None:
         limit = sub.time_limit
     return now + timedelta(seconds=limit + settings.LEDGER_MARGIN_SECONDS)

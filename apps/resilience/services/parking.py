@@ -107,7 +107,7 @@ def park(handler: str, recorded: RecordedEvent, blocked_by: DeadLetter) -> Parke
     return parked
 
 
-def has_parked(handler: str, stream_id: object) -> bool:
+def has_parked(handler: str, stream_id: uuid.UUID | str) -> bool:
     return ParkedMessage.objects.filter(
         handler=handler, stream_id=stream_id, status="pending"
     ).exists()

@@ -37,7 +37,8 @@ class KeysetPagination(BasePagination):
     page_size = 50
     max_page_size = 200
 
-    def paginate_queryset(
+    # Keyset pages filter and order the rows in the query: only a QuerySet will do.
+    def paginate_queryset(  # type: ignore[override]
         self, queryset: QuerySet, request: Request, view: Any = None
     ) -> list[Any]:
         self.request = request

@@ -117,7 +117,8 @@ class EventSerializer(serializers.Serializer):
     actor_id = serializers.CharField(source="metadata.actor_id", allow_null=True)
     correlation_id = serializers.UUIDField(source="metadata.correlation_id")
     causation_id = serializers.UUIDField(source="metadata.causation_id", allow_null=True)
-    data = serializers.SerializerMethodField()
+    # DRF's metaclass pops declared fields off the class: .data stays Serializer's.
+    data = serializers.SerializerMethodField()  # type: ignore[assignment]
 
     def get_data(self, recorded: Any) -> dict[str, Any]:
         return recorded.payload.model_dump(mode="json")
@@ -154,7 +155,8 @@ class BulkRowSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["created", "invalid", "not_created"])
     id = serializers.UUIDField(required=False)
     version = serializers.IntegerField(required=False)
-    errors = serializers.DictField(required=False)
+    # DRF's metaclass pops declared fields off the class: .errors stays Serializer's.
+    errors = serializers.DictField(required=False)  # type: ignore[assignment]
 
 
 class BulkOutputSerializer(serializers.Serializer):
@@ -172,7 +174,10 @@ class BulkRefusedDetailSerializer(BulkOutputSerializer):
 
     code = serializers.CharField(help_text='"invalid"')
     message = serializers.CharField()
-    fields = serializers.DictField(help_text="``items``: each invalid item's errors, by index")
+    # DRF's metaclass pops declared fields off the class: .fields stays Serializer's.
+    fields = serializers.DictField(  # type: ignore[assignment]
+        help_text="``items``: each invalid item's errors, by index"
+    )
 
 
 class BulkRefusedSerializer(serializers.Serializer):

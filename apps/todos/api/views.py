@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
@@ -17,6 +18,7 @@ from rest_framework.response import Response
 from apps.api import idempotency
 from apps.api.context import context_of
 from apps.api.errors import error_body, plain_detail
+from apps.api.users import request_user_id
 from apps.todos import selectors, services
 from apps.todos.api.filters import TodoFilter, TodoFilterBackend
 from apps.todos.api.pagination import KeysetPagination
@@ -32,6 +34,7 @@ from apps.todos.api.serializers import (
     TodoViewSerializer,
     view_row,
 )
+from apps.todos.models import TodoView
 from apps.todos.services import TodoState
 
 #: Far more digits than any version has, far fewer than int() parses (4,300).
@@ -81,14 +84,17 @@ class TodoViewSet(viewsets.GenericViewSet):
     filter_backends = [TodoFilterBackend]
     filterset_class = TodoFilter
 
-    def get_queryset(self) -> Any:
-        return selectors.todos_of(self.request.user.pk)
+    def get_queryset(self) -> QuerySet[TodoView]:
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular's schema: no user
+            return TodoView.objects.none()
+        return selectors.todos_of(request_user_id(self.request))
 
     @extend_schema(responses=TodoViewSerializer(many=True))
     def list(self, request: Request) -> Response:
         # Rows as named tuples: the page needs their values, not fifty model instances.
         rows = self.filter_queryset(self.get_queryset()).values_list(*VIEW_ROW_FIELDS, named=True)
         page = self.paginate_queryset(rows)
+        assert page is not None  # pagination_class is set: every list is paginated
         return self.get_paginated_response([view_row(row) for row in page])
 
     @extend_schema(
@@ -103,7 +109,7 @@ class TodoViewSet(viewsets.GenericViewSet):
         if not 1 <= len(key) <= 255:
             raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
         outcome = idempotency.run_once(
-            user_id=request.user.pk,
+            user_id=request_user_id(request),
             scope="todos.create",
             key=key,
             digest=idempotency.request_hash(request.data),
@@ -119,12 +125,12 @@ class TodoViewSet(viewsets.GenericViewSet):
         data = TodoInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return services.create_todo(
-            owner_id=request.user.pk, context=context_of(request), **data.validated_data
+            owner_id=request_user_id(request), context=context_of(request), **data.validated_data
         )
 
     @extend_schema(responses=TodoViewSerializer)
     def retrieve(self, request: Request, todo_id: uuid.UUID) -> Response:
-        view = selectors.todo_of(request.user.pk, todo_id)
+        view = selectors.todo_of(request_user_id(request), todo_id)
         return Response(TodoViewSerializer(view).data, headers={"ETag": f'"{view.version}"'})
 
     @extend_schema(
@@ -134,7 +140,7 @@ class TodoViewSet(viewsets.GenericViewSet):
         data = TodoInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         state = services.update_todo(
-            owner_id=request.user.pk,
+            owner_id=request_user_id(request),
             todo_id=todo_id,
             context=context_of(request),
             expected_version=expected_version(request),
@@ -163,7 +169,7 @@ class TodoViewSet(viewsets.GenericViewSet):
 
     def _command(self, request: Request, todo_id: uuid.UUID, service: Any) -> Response:
         state = service(
-            owner_id=request.user.pk,
+            owner_id=request_user_id(request),
             todo_id=todo_id,
             context=context_of(request),
             expected_version=expected_version(request),
@@ -173,13 +179,13 @@ class TodoViewSet(viewsets.GenericViewSet):
     @extend_schema(responses=EventSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def events(self, request: Request, todo_id: uuid.UUID) -> Response:
-        history = selectors.history_of(request.user.pk, todo_id)
+        history = selectors.history_of(request_user_id(request), todo_id)
         return Response(EventSerializer(history, many=True).data)
 
     @extend_schema(responses=StatsSerializer)
     @action(detail=False, methods=["get"])
     def stats(self, request: Request) -> Response:
-        return Response(StatsSerializer(selectors.stats_of(request.user.pk)).data)
+        return Response(StatsSerializer(selectors.stats_of(request_user_id(request))).data)
 
     @extend_schema(
         request=BulkInputSerializer,
@@ -196,7 +202,7 @@ class TodoViewSet(viewsets.GenericViewSet):
         atomic = payload.validated_data["mode"] == "atomic"
         items, errors = _validate_items(payload.validated_data["items"])
         results = services.bulk_create_todos(
-            owner_id=request.user.pk,
+            owner_id=request_user_id(request),
             items=[
                 items.get(i, {"title": ""}) for i in range(len(payload.validated_data["items"]))
             ],
@@ -210,7 +216,8 @@ def _validate_items(
     raw_items: list[Any],
 ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
     """Validate every item; return the valid ones' data and the invalid ones' errors, by index."""
-    valid, errors = {}, {}
+    valid: dict[int, dict[str, Any]] = {}
+    errors: dict[int, dict[str, Any]] = {}
     for index, raw in enumerate(raw_items):
         item = TodoInputSerializer(data=raw)
         if item.is_valid():
@@ -223,7 +230,8 @@ def _validate_items(
 def _bulk_response(
     results: list[services.BulkResult], errors: dict[int, Any], atomic: bool
 ) -> Response:
-    rows, summary = [], Counter()
+    rows: list[dict[str, Any]] = []
+    summary: Counter[str] = Counter()
     for result in results:
         item_errors = errors.get(result.index) or result.errors
         if item_errors:
