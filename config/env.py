@@ -3,7 +3,7 @@
 Each reader returns the variable's value (or the default when it is unset or empty) and
 raises one ``ImproperlyConfigured`` naming the variable and what it accepts otherwise, so a
 bad setting stops ``manage.py check``, the worker and gunicorn at start-up instead of failing
-every request later. Defaults are trusted: they are written in ``config/settings.py``.
+every request later. Defaults are trusted: they are written in ``config/settings/``.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import pytest
 from apps.eventstore import subscriptions
 from apps.eventstore.registry import DomainEvent, RecordedEvent, event
 from apps.eventstore.subscriptions import handles, subscription
+from apps.resilience.outcomes import _retry_overrides
 from apps.resilience.policies import RetryPolicy, Strategy
-from apps.resilience.runtime import _retry_overrides
 from apps.resilience.taxonomy import ConfigurationError, ErrorKind
 
 

@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.test import override_settings
 
 from apps.eventstore.registry import RecordedEvent
-from apps.resilience import runtime
+from apps.resilience import deliveries
 from apps.resilience.models import DeadLetter, Delivery, ProcessedMessage
 from tests.resilience.conftest import delivery, wait_for_status
 from tests.resilience.handlers import effects, script
@@ -70,7 +70,7 @@ def test_a_redis_outage_makes_the_fast_path_say_dont_know_instead_of_failing() -
         "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
     }
     with override_settings(CACHES=dead):
-        assert runtime._done_fast("test.scripted", uuid.uuid4()) is False
+        assert deliveries._done_fast("test.scripted", uuid.uuid4()) is False
 
 
 def test_two_copies_running_at_once_take_effect_once(job: Job) -> None:

@@ -11,7 +11,7 @@ from celery.exceptions import Retry
 from django.core.cache import cache
 from django.db import OperationalError
 
-from apps.resilience import runtime
+from apps.resilience import outcomes, runtime
 from apps.resilience.models import DeadLetter, Delivery, ProcessedMessage
 from tests.resilience.conftest import make_letter, request_job
 from tests.resilience.handlers import effects, script
@@ -32,7 +32,7 @@ class _Task:
 
 def _blip_while_recording(monkeypatch: pytest.MonkeyPatch, times: int) -> None:
     """The database goes away ``times`` times just as a failed run is being recorded."""
-    real, left = runtime._record_attempt, [times]
+    real, left = outcomes._record_attempt, [times]
 
     def record(*args: Any, **kwargs: Any) -> None:
         if left[0]:
@@ -40,7 +40,7 @@ def _blip_while_recording(monkeypatch: pytest.MonkeyPatch, times: int) -> None:
             raise OperationalError("could not connect to server: Connection refused")
         real(*args, **kwargs)
 
-    monkeypatch.setattr(runtime, "_record_attempt", record)
+    monkeypatch.setattr(outcomes, "_record_attempt", record)
 
 
 def test_infrastructure_blips_are_not_counted_as_worker_deaths(monkeypatch) -> None:
