@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min
 from django.utils import timezone
 
 from apps.eventstore import relay
@@ -175,7 +175,8 @@ def _backoff(handler: str, status: str, resends: int) -> timedelta:
             sub: Subscription | None = subscription(handler)
         except KeyError:
             sub = None
-        return running_deadline(sub, timezone.now()) - timezone.now()
+        now = timezone.now()
+        return running_deadline(sub, now) - now
     seconds = settings.LEDGER_QUEUED_SECONDS * 2 ** min(resends + 1, 16)
     return timedelta(seconds=min(seconds, MAX_QUEUED_BACKOFF_SECONDS))
 
@@ -199,5 +200,5 @@ def summary(*, now: datetime | None = None) -> dict[str, object]:
         "not_terminal": by_state,
         "overdue": open_rows.filter(reconcile_at__lte=now).count(),
         "resent_last_hour": Delivery.objects.filter(last_resent_at__gte=hour_ago).count(),
-        "resent_last_hour_open": open_rows.filter(Q(last_resent_at__gte=hour_ago)).count(),
+        "resent_last_hour_open": open_rows.filter(last_resent_at__gte=hour_ago).count(),
     }
