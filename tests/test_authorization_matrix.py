@@ -34,7 +34,7 @@ from tests.support.api import Api
 from tests.support.waiting import wait_until
 from tests.todos.conftest import projected
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
 #: The kind of object each URL parameter names.
 ID_KINDS = {"todo_id": "todo", "reminder_id": "reminder"}

@@ -8,14 +8,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
-
-def _encodable(value: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise serializers.ValidationError(
-            "Contains characters that can't be stored (lone surrogates)."
-        ) from None
+from apps.api.storable import storable_str
 
 
 class TextField(serializers.CharField):
@@ -23,13 +16,13 @@ class TextField(serializers.CharField):
 
     default_error_messages = {"not_a_string": "Must be a string."}
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.validators.append(_encodable)
-
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):  # CharField would quietly turn 5 into "5"
             self.fail("not_a_string")
+        try:
+            storable_str(data)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc), code="invalid") from None
         return super().to_internal_value(data)
 
 

@@ -71,7 +71,8 @@ class OutboxMessage(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [
-            # Consumer: outbox.publish_pending (the relay and the beat sweep) reads only these.
+            # Consumers: relay.publish_pending (after each commit, the publish task and the
+            # beat sweep) and outbox_stats.backlog read only these.
             models.Index(
                 fields=["id"], name="outbox_unpublished_idx", condition=Q(published_at__isnull=True)
             ),

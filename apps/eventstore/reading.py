@@ -8,7 +8,7 @@ append side.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.db.models import TextField
@@ -97,6 +97,27 @@ def read_all(
     ).order_by("position")
     columns = (*RECORD_COLUMNS[:-2], "data_text", "metadata_text")
     return [recorded_from_values(*values) for values in rows.values_list(*columns)[:limit]]
+
+
+def scan(
+    *,
+    after_position: int = 0,
+    types: Iterable[str] | None = None,
+    batch: int = 1000,
+    progress: Callable[[int], object] | None = None,
+) -> Iterator[RecordedEvent]:
+    """Yield every committed event after ``after_position`` in log order (only those of
+    ``types``, when given), read ``batch`` at a time through ``read_all``; ``progress`` is
+    called with each batch's size (a progress bar's ``update``)."""
+    types = None if types is None else list(types)
+    while True:
+        found = read_all(after_position=after_position, limit=batch, types=types)
+        yield from found
+        if progress is not None:
+            progress(len(found))
+        if len(found) < batch:
+            return
+        after_position = found[-1].position
 
 
 def load_event(event_id: uuid.UUID) -> RecordedEvent:

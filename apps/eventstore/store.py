@@ -40,6 +40,7 @@ from apps.eventstore.reading import (
     read_all,
     read_stream,
     recorded_from_values,
+    scan,
     stream_exists,
     to_recorded,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "read_all",
     "read_stream",
     "recorded_from_values",
+    "scan",
     "stream_exists",
     "take_append_lock",
     "to_recorded",

@@ -40,6 +40,8 @@ class Notification(Aggregate):
         self.source_type = ""
         self.source_event_id: uuid.UUID | None = None
         self.occurred_at: datetime | None = None
+        self.sent_at: datetime | None = None
+        self.target = ""  # where it was sent, as recorded (see ``sent``)
 
     @classmethod
     def request(
@@ -89,7 +91,7 @@ class Notification(Aggregate):
 
     @applies(NotificationSent)
     def _sent(self, event: NotificationSent) -> None:
-        self.status = SENT
+        self.status, self.sent_at, self.target = SENT, event.sent_at, event.target
 
     @applies(NotificationFailed)
     def _failed(self, event: NotificationFailed) -> None:

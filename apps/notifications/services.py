@@ -105,7 +105,7 @@ def request_for_reminder(triggered: RecordedEvent) -> list[uuid.UUID]:
         for channel in reminder.channels
     ]
     context = CommandContext(actor_id="system").caused_by(triggered)
-    shown = _shown_targets(reminder.owner_id)
+    shown = shown_targets(reminder.owner_id)
     with transaction.atomic():
         repository.save_many(requested, context)
         for notification in requested:
@@ -133,18 +133,19 @@ def deliver(notification_id: uuid.UUID, context: CommandContext) -> None:
     if notification.status != REQUESTED:
         return
     target = targets.shown(notification.channel, _send(notification))
-    notification.sent(at=timezone.now(), target=target)
+    now = timezone.now()  # one instant in the event and the row: a rebuild gives the same
+    notification.sent(at=now, target=target)
     repository.save(notification, context)
     NotificationState.objects.filter(notification_id=notification_id).update(
         status=State.SENT,
         target=target,
-        sent_at=timezone.now(),
+        sent_at=now,
         attempts=F("attempts") + 1,
         last_error="",
     )
 
 
-def _shown_targets(owner_id: int) -> dict[str, str]:
+def shown_targets(owner_id: int) -> dict[str, str]:
     """Return where the owner's notifications would go now, by channel, as shown to them."""
     email = get_user_model().objects.filter(pk=owner_id).values_list("email", flat=True).first()
     row = NotificationSettings.objects.filter(user_id=owner_id).first()

@@ -19,6 +19,15 @@ def shown(channel: str, address: str) -> str:
     return masked_email(address) if channel == "email" else webhook_host(address)
 
 
+def as_recorded(channel: str, target: str) -> str:
+    """Return the target of a ``notification.sent`` event as shown: events recorded before
+    targets were shown hold the full address or URL (a URL has a scheme; a shown webhook
+    target is a bare host, and masking a masked address changes nothing)."""
+    if channel == "webhook" and "://" not in target:
+        return target
+    return shown(channel, target)
+
+
 def masked_email(address: str) -> str:
     """Return ``address`` with its local part masked but for its first character."""
     local, at, domain = address.rpartition("@")

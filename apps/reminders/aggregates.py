@@ -29,6 +29,8 @@ class Reminder(Aggregate):
         self.remind_at: datetime | None = None
         self.channels: list[str] = []
         self.status = PENDING
+        self.triggered_at: datetime | None = None  # when it last fired (kept through snoozes)
+        self.cancel_reason = ""
 
     @classmethod
     def schedule(
@@ -93,8 +95,8 @@ class Reminder(Aggregate):
 
     @applies(ReminderCancelled)
     def _cancelled(self, event: ReminderCancelled) -> None:
-        self.status = CANCELLED
+        self.status, self.cancel_reason = CANCELLED, event.reason
 
     @applies(ReminderTriggered)
     def _triggered(self, event: ReminderTriggered) -> None:
-        self.status = TRIGGERED
+        self.status, self.triggered_at = TRIGGERED, event.triggered_at

@@ -13,8 +13,9 @@ from apps.eventstore.repository import Repository
 from apps.eventstore.store import CommandContext, lock_for_transaction
 from apps.reminders.aggregates import PENDING, Reminder
 from apps.reminders.models import ReminderState
+from apps.reminders.rebuild import row_values
 from apps.resilience.taxonomy import BusinessRuleViolation, NotFound
-from apps.todos.aggregates import OPEN
+from apps.todos.rules import TodoStatus
 from apps.todos.services import load_todo
 
 repository = Repository(Reminder)
@@ -38,7 +39,7 @@ def schedule_reminder(
     with transaction.atomic():
         _lock_todo(todo_id)
         todo = load_todo(owner_id=owner_id, todo_id=todo_id)
-        if todo.status != OPEN:
+        if todo.status != TodoStatus.OPEN:
             raise BusinessRuleViolation(f"no reminders on a {todo.status} todo")
         _refuse_over_limit(todo_id)
         reminder = Reminder.schedule(
@@ -84,7 +85,7 @@ def cancel_reminder(
         reminder = _load_owned(owner_id, reminder_id)
         reminder.cancel(reason)
         repository.save(reminder, context)
-        return _keep_state(reminder, cancel_reason=reason)
+        return _keep_state(reminder)
 
 
 def cancel_pending_of_todo(*, todo_id: uuid.UUID, reason: str, context: CommandContext) -> int:
@@ -101,7 +102,7 @@ def cancel_pending_of_todo(*, todo_id: uuid.UUID, reason: str, context: CommandC
             reminder.cancel(reason)
         repository.save_many(reminders, context)
         for reminder in reminders:
-            _keep_state(reminder, cancel_reason=reason)
+            _keep_state(reminder)
     return len(reminders)
 
 
@@ -130,7 +131,7 @@ def fire_due_reminders(*, batch: int | None = None) -> int:
                 reminder.trigger(now)
             repository.save_many(reminders, CommandContext(actor_id="system"))
             for reminder in reminders:
-                _keep_state(reminder, triggered_at=now)
+                _keep_state(reminder)
         fired += len(due)
         if len(due) < size:
             return fired
@@ -152,20 +153,13 @@ def _lock_todo(todo_id: uuid.UUID) -> None:
     lock_for_transaction(f"reminders:{todo_id}")
 
 
-def _keep_state(reminder: Reminder, **extra: object) -> ReminderState:
+def _keep_state(reminder: Reminder) -> ReminderState:
+    """Write the reminder's row as the log now says it is (in the caller's transaction, after
+    its events: ``rebuild.rebuild_states`` relies on that order)."""
     # Only a scheduled reminder is kept, and scheduling sets both.
     assert reminder.todo_id is not None
     assert reminder.remind_at is not None
     state, _ = ReminderState.objects.update_or_create(
-        reminder_id=reminder.id,
-        defaults={
-            "todo_id": reminder.todo_id,
-            "owner_id": reminder.owner_id,
-            "remind_at": reminder.remind_at,
-            "channels": reminder.channels,
-            "status": reminder.status,
-            "version": reminder.version,
-            **extra,
-        },
+        reminder_id=reminder.id, defaults=row_values(reminder)
     )
     return state

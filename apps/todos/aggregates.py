@@ -19,8 +19,7 @@ from apps.todos.events import (
     TodoRestored,
     TodoUpdated,
 )
-
-OPEN, COMPLETED, DELETED = "open", "completed", "deleted"
+from apps.todos.rules import TodoStatus
 
 
 class Todo(Aggregate):
@@ -37,8 +36,8 @@ class Todo(Aggregate):
         self.recurrence: str | None = None
         self.series_id: uuid.UUID | None = None
         self.occurrence = 1
-        self.status = OPEN
-        self.status_before_delete = OPEN
+        self.status = TodoStatus.OPEN
+        self.status_before_delete = TodoStatus.OPEN
         self.completed_at: datetime | None = None
         self.deleted_at: datetime | None = None
 
@@ -74,7 +73,7 @@ class Todo(Aggregate):
         its due date or completion time), so creating it twice (a redelivered completion, or
         completing again after reopening) is a conflict, not a copy.
         """
-        if not self.recurrence or self.status == DELETED:
+        if not self.recurrence or self.status == TodoStatus.DELETED:
             return None
         start = self.due_at or completed_at
         due = recurrence.next_after(self.recurrence, start, occurrence=self.occurrence)
@@ -96,30 +95,32 @@ class Todo(Aggregate):
 
     def update(self, **values: Any) -> None:
         """Change the given fields; fields that keep their value are not recorded."""
-        self._refuse_if(self.status == DELETED, "a deleted todo can't be changed; restore it first")
+        self._refuse_if(
+            self.status == TodoStatus.DELETED, "a deleted todo can't be changed; restore it first"
+        )
         cleaned = fields.clean(values)
         changes = {name: value for name, value in cleaned.items() if getattr(self, name) != value}
         if changes:
             self.record(TodoUpdated(changes=_jsonable(changes)))
 
     def complete(self) -> None:
-        self._refuse_if(self.status == COMPLETED, "the todo is already completed")
-        self._refuse_if(self.status == DELETED, "a deleted todo can't be completed")
+        self._refuse_if(self.status == TodoStatus.COMPLETED, "the todo is already completed")
+        self._refuse_if(self.status == TodoStatus.DELETED, "a deleted todo can't be completed")
         self.record(TodoCompleted(completed_at=timezone.now()))
 
     def reopen(self) -> None:
-        self._refuse_if(self.status == OPEN, "the todo is already open")
+        self._refuse_if(self.status == TodoStatus.OPEN, "the todo is already open")
         self._refuse_if(
-            self.status == DELETED, "a deleted todo can't be reopened; restore it first"
+            self.status == TodoStatus.DELETED, "a deleted todo can't be reopened; restore it first"
         )
         self.record(TodoReopened())
 
     def delete(self) -> None:
-        self._refuse_if(self.status == DELETED, "the todo is already deleted")
+        self._refuse_if(self.status == TodoStatus.DELETED, "the todo is already deleted")
         self.record(TodoDeleted(deleted_at=timezone.now()))
 
     def restore(self) -> None:
-        self._refuse_if(self.status != DELETED, "only a deleted todo can be restored")
+        self._refuse_if(self.status != TodoStatus.DELETED, "only a deleted todo can be restored")
         self.record(TodoRestored())
 
     @staticmethod
@@ -143,17 +144,17 @@ class Todo(Aggregate):
 
     @applies(TodoCompleted)
     def _completed(self, event: TodoCompleted) -> None:
-        self.status, self.completed_at = COMPLETED, event.completed_at
+        self.status, self.completed_at = TodoStatus.COMPLETED, event.completed_at
 
     @applies(TodoReopened)
     def _reopened(self, event: TodoReopened) -> None:
-        self.status, self.completed_at = OPEN, None
+        self.status, self.completed_at = TodoStatus.OPEN, None
 
     @applies(TodoDeleted)
     def _deleted(self, event: TodoDeleted) -> None:
         self.status_before_delete, self.status, self.deleted_at = (
             self.status,
-            DELETED,
+            TodoStatus.DELETED,
             event.deleted_at,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from apps.api.storable import storable_str
 from apps.resilience.taxonomy import InvalidInput
 from apps.todos import recurrence
 
@@ -49,21 +50,8 @@ def clean(values: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def _storable(value: Any) -> str:
-    """Return ``value`` if it is text every store can keep (no NUL, no lone surrogates)."""
-    if not isinstance(value, str):
-        raise ValueError("Must be a string.")
-    if "\x00" in value:
-        raise ValueError("Must not contain NUL characters.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("Contains characters that can't be stored (lone surrogates).") from None
-    return value
-
-
 def _title(value: Any) -> str:
-    title = _storable(value).strip()
+    title = storable_str(value).strip()
     if not title:
         raise ValueError("Must not be blank.")
     if len(title) > TITLE_MAX:
@@ -72,7 +60,7 @@ def _title(value: Any) -> str:
 
 
 def _description(value: Any) -> str:
-    if len(_storable(value)) > DESCRIPTION_MAX:
+    if len(storable_str(value)) > DESCRIPTION_MAX:
         raise ValueError(f"Must be at most {DESCRIPTION_MAX} characters.")
     return value
 
@@ -102,7 +90,7 @@ def _tags(value: Any) -> list[str]:
         raise ValueError("Must be a list of strings.")
     tags: list[str] = []
     for raw in value:
-        tag = _storable(raw).strip().lower()
+        tag = storable_str(raw).strip().lower()
         if not tag:
             raise ValueError("Tags must not be blank.")
         if "|" in tag:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from apps.todos.rules import TodoStatus
+
 
 class TodoView(models.Model):
     """A todo as the API lists it; written only by the todos projection."""
@@ -22,7 +24,7 @@ class TodoView(models.Model):
     series_id = models.UUIDField(null=True, blank=True)
     # "|tag1|tag2|": a tag filter is a substring match that works on every database.
     tags_text = models.TextField(blank=True)
-    status = models.CharField(max_length=10)
+    status = models.CharField(max_length=10, choices=TodoStatus.choices)
     version = models.PositiveIntegerField(help_text="the last event version applied")
     # Lower-cased title and description, for the search filter.
     search_text = models.TextField(blank=True)
@@ -54,11 +56,11 @@ class TodoView(models.Model):
             models.Index(
                 fields=["owner_id", "generation", "title", "id"], name="todoview_title_idx"
             ),
-            # Consumer: the overdue filter and the stats' overdue count.
+            # Consumers: rules.overdue_q (the overdue filter, the stats' overdue count).
             models.Index(
                 fields=["owner_id", "generation", "due_at"],
                 name="todoview_open_due_idx",
-                condition=Q(status="open", due_at__isnull=False),
+                condition=Q(status=TodoStatus.OPEN, due_at__isnull=False),
             ),
         ]
 
@@ -67,7 +69,11 @@ class TodoView(models.Model):
 
 
 class TodoStats(models.Model):
-    """Per-user counters kept by the todos projection (overdue is computed when read)."""
+    """Per-user counters kept by the todos projection (overdue is computed when read).
+
+    A todo counts in the counter named by its status and, unless deleted, in ``total`` and
+    the counter named by its priority (see ``STATS_COUNTERS``).
+    """
 
     generation = models.PositiveIntegerField(default=1)
     owner_id = models.IntegerField()
@@ -90,3 +96,11 @@ class TodoStats(models.Model):
 
     def __str__(self) -> str:
         return f"stats of user {self.owner_id}"
+
+
+#: The counter columns of TodoStats, as the projection adds to them and ``stats_of`` reads them.
+STATS_COUNTERS = tuple(
+    field.name
+    for field in TodoStats._meta.concrete_fields
+    if field.name not in ("id", "generation", "owner_id")
+)

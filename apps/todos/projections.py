@@ -22,7 +22,6 @@ from apps.eventstore.projections import Projection, register
 from apps.eventstore.registry import RecordedEvent
 from apps.resilience.taxonomy import Unavailable
 from apps.todos import fields
-from apps.todos.aggregates import COMPLETED, DELETED, OPEN
 from apps.todos.events import (
     TodoCompleted,
     TodoCreated,
@@ -31,25 +30,13 @@ from apps.todos.events import (
     TodoRestored,
     TodoUpdated,
 )
-from apps.todos.models import TodoStats, TodoView
+from apps.todos.models import STATS_COUNTERS, TodoStats, TodoView
+from apps.todos.rules import TodoStatus
 
-_STAT_COLUMNS = ("total", "open", "completed", "deleted", "low", "medium", "high", "urgent")
-_VIEW_FIELDS = [
-    "title",
-    "description",
-    "priority",
-    "priority_rank",
-    "due_at",
-    "tags",
-    "tags_text",
-    "recurrence",
-    "status",
-    "version",
-    "search_text",
-    "updated_at",
-    "completed_at",
-    "deleted_at",
-]
+_VIEW_COLUMNS = TodoView._meta.concrete_fields
+# A row's identity and what only its creation sets; every other column an event may change.
+_SET_ON_CREATION = frozenset(("id", "generation", "todo_id", "owner_id", "series_id", "created_at"))
+_CHANGING_FIELDS = [f.name for f in _VIEW_COLUMNS if f.name not in _SET_ON_CREATION]
 # How long an early event waits before it is tried again (scaled like the retry policies).
 OUT_OF_ORDER_WAIT_SECONDS = 1.0
 TODO_EVENTS = (TodoCreated, TodoUpdated, TodoCompleted, TodoReopened, TodoDeleted, TodoRestored)
@@ -114,7 +101,7 @@ class TodoRows:
                 created[event.stream_id] = view
         insert_rows(TodoView, created.values())
         changed = [v for key, v in views.items() if key not in created and v.pk is not None]
-        TodoView.objects.bulk_update(changed, _VIEW_FIELDS, batch_size=1000)
+        TodoView.objects.bulk_update(changed, _CHANGING_FIELDS, batch_size=1000)
 
     def finish(self, generation: int) -> None:
         """Derive the generation's counters from its rows (what the live path keeps by deltas)."""
@@ -131,7 +118,7 @@ class TodoRows:
                 row["owner_id"], TodoStats(generation=generation, owner_id=row["owner_id"])
             )
             setattr(stats, row["status"], getattr(stats, row["status"]) + row["n"])
-            if row["status"] != DELETED:
+            if row["status"] != TodoStatus.DELETED:
                 stats.total += row["n"]
                 setattr(stats, row["priority"], getattr(stats, row["priority"]) + row["n"])
         TodoStats.objects.bulk_create(counts.values(), batch_size=1000)
@@ -148,7 +135,7 @@ def _mutate(view: TodoView | None, event: RecordedEvent, generation: int) -> Tod
             generation=generation,
             todo_id=event.stream_id,
             owner_id=payload.owner_id,
-            status=OPEN,
+            status=TodoStatus.OPEN,
             series_id=payload.series_id,
             created_at=event.metadata.occurred_at,
         )
@@ -158,17 +145,17 @@ def _mutate(view: TodoView | None, event: RecordedEvent, generation: int) -> Tod
     if isinstance(payload, TodoUpdated):
         _set_fields(view, fields.from_json(payload.changes))
     elif isinstance(payload, TodoCompleted):
-        view.status, view.completed_at = COMPLETED, payload.completed_at
+        view.status, view.completed_at = TodoStatus.COMPLETED, payload.completed_at
     elif isinstance(payload, TodoReopened):
-        view.status, view.completed_at = OPEN, None
+        view.status, view.completed_at = TodoStatus.OPEN, None
     elif isinstance(payload, TodoDeleted):
-        view.status, view.deleted_at = DELETED, payload.deleted_at
+        view.status, view.deleted_at = TodoStatus.DELETED, payload.deleted_at
     elif isinstance(payload, TodoRestored):
-        view.status, view.deleted_at = (COMPLETED if view.completed_at else OPEN), None
+        view.status, view.deleted_at = (
+            (TodoStatus.COMPLETED if view.completed_at else TodoStatus.OPEN),
+            None,
+        )
     return view
-
-
-_VIEW_COLUMNS = TodoView._meta.concrete_fields
 
 
 def _new_view(**values: Any) -> TodoView:
@@ -203,7 +190,7 @@ def _adjust_stats(
             continue
         status, priority = state
         delta[status] = delta.get(status, 0) + sign
-        if status != DELETED:
+        if status != TodoStatus.DELETED:
             delta["total"] = delta.get("total", 0) + sign
             delta[priority] = delta.get(priority, 0) + sign
     changes = {name: n for name, n in delta.items() if n}
@@ -214,7 +201,7 @@ def _adjust_stats(
 def _add_to_stats(generation: int, owner_id: int, changes: dict[str, int]) -> None:
     """Add ``changes`` to the owner's counters in one upsert (the row may not exist yet)."""
     quote = connection.ops.quote_name
-    counts = {name: changes.get(name, 0) for name in _STAT_COLUMNS}
+    counts = {name: changes.get(name, 0) for name in STATS_COUNTERS}
     columns = ", ".join(quote(name) for name in counts)
     updates = ", ".join(
         f"{quote(n)} = todos_todostats.{quote(n)} + EXCLUDED.{quote(n)}" for n in changes

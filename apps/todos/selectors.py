@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import BooleanField, Case, Q, QuerySet, Value, When
+from django.db.models import BooleanField, Case, QuerySet, Value, When
 from django.utils import timezone
 
 from apps.eventstore import projections, store
@@ -13,17 +13,17 @@ from apps.eventstore.registry import RecordedEvent
 from apps.todos.events import TodoCreated
 from apps.todos.fields import PRIORITIES
 from apps.todos.models import TodoStats, TodoView
+from apps.todos.rules import TodoStatus, overdue_q
 from apps.todos.services import TodoNotFound
 
 
 def todos_of(owner_id: int) -> QuerySet[TodoView]:
     """Return the owner's todos from the live generation, with ``is_overdue`` computed now."""
-    now = timezone.now()
     return TodoView.objects.filter(
         owner_id=owner_id, generation=projections.live_generation("todos")
     ).annotate(
         is_overdue=Case(
-            When(Q(status="open", due_at__lt=now), then=Value(True)),
+            When(overdue_q(timezone.now()), then=Value(True)),
             default=Value(False),
             output_field=BooleanField(),
         )
@@ -55,13 +55,11 @@ def stats_of(owner_id: int) -> dict[str, Any]:
     generation = projections.current_generation("todos")
     row = TodoStats.objects.filter(owner_id=owner_id, generation=generation).first() or TodoStats()
     overdue = TodoView.objects.filter(
-        owner_id=owner_id, generation=generation, status="open", due_at__lt=timezone.now()
+        overdue_q(timezone.now()), owner_id=owner_id, generation=generation
     ).count()
     return {
         "total": row.total,
-        "open": row.open,
-        "completed": row.completed,
-        "deleted": row.deleted,
+        **{status: getattr(row, status) for status in TodoStatus.values},
         "overdue": overdue,
         "completion_rate": round(row.completed / row.total, 4) if row.total else 0.0,
         "by_priority": {name: getattr(row, name) for name in PRIORITIES},

@@ -18,6 +18,7 @@ from apps.eventstore.store import CommandContext
 from apps.resilience.taxonomy import NotFound
 from apps.todos.aggregates import Todo
 from apps.todos.events import TodoCompleted
+from apps.todos.rules import TodoStatus
 
 repository = Repository(Todo)
 
@@ -43,7 +44,7 @@ class TodoState:
     tags: list[str]
     recurrence: str | None
     series_id: uuid.UUID | None
-    status: str
+    status: TodoStatus
     completed_at: datetime | None
     deleted_at: datetime | None
 
@@ -131,8 +132,9 @@ def restore_todo(
 def create_next_occurrence(*, completed: RecordedEvent) -> TodoState | None:
     """Create the next todo of a recurring series after ``completed``; None if there is none.
 
-    Exactly once: the next todo's id is fixed by the series and its due date, so a second
-    attempt finds it exists (or conflicts with a concurrent one) and creates nothing.
+    Exactly once: the next todo's id is fixed by the series and the completed todo's id
+    (``Todo.next_occurrence``), so a second attempt (a redelivery, or completing again after
+    a reopen) finds it exists, or conflicts with a concurrent one, and creates nothing.
     """
     assert isinstance(completed.payload, TodoCompleted)
     todo = repository.load(completed.stream_id)

@@ -15,20 +15,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HANDLER = "test.count-deliveries"
 
 
-def test_a_committed_event_reaches_its_handler_in_a_worker(celery_worker) -> None:
+def test_a_committed_event_reaches_its_handler_in_a_worker(worker) -> None:
     counter = Counter.open("piped")
     counter.increment(2)
     recorded = Repository(Counter).save(counter, CommandContext())
 
     for event in recorded:
         wait_until(lambda e=event: deliveries(HANDLER, e.event_id) == 1, message="delivery")
-    wait_until(
-        lambda: "delivered test.counter.incremented" in celery_worker.output(), message="log"
-    )
+    wait_until(lambda: "delivered test.counter.incremented" in worker.output(), message="log")
 
 
 def test_rows_a_crash_left_unpublished_are_delivered_by_the_beat_sweep_task(
-    celery_worker,
+    worker,
     settings,
 ) -> None:
     settings.OUTBOX_PUBLISH_ON_COMMIT = False  # as if the process died right after commit

@@ -31,7 +31,7 @@ from tests.support.threads import run_in_threads
 from tests.support.waiting import wait_until
 from tests.support.worker import WorkerProcess, start_worker
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
 FIRE_DUE = "backstop.reminders.fire_due"
 

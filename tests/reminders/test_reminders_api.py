@@ -25,7 +25,7 @@ from tests.support.api import Api
 from tests.support.threads import run_in_threads
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
 
 def later(**delta: float) -> str:

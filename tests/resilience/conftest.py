@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -17,7 +17,7 @@ from apps.eventstore.store import CommandContext
 from apps.resilience.models import Attempt, DeadLetter, Delivery
 from tests.resilience.handlers import JobRequested
 from tests.support.waiting import wait_until
-from tests.support.worker import WorkerProcess, settle
+from tests.support.worker import WorkerProcess
 
 
 def request_job(
@@ -99,10 +99,9 @@ def dead_letter(handler: str, recorded: RecordedEvent) -> DeadLetter:
 
 
 @pytest.fixture
-def job(celery_worker: WorkerProcess) -> Iterator[Callable[..., RecordedEvent]]:
-    """Request jobs handled by the session's real worker; let it settle afterwards."""
-    yield request_job
-    settle()
+def job(worker: WorkerProcess) -> Callable[..., RecordedEvent]:
+    """Request jobs handled by the session's real worker (settled after the test)."""
+    return request_job
 
 
 @pytest.fixture

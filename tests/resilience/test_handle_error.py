@@ -67,11 +67,11 @@ def test_hooks_get_the_recorded_event_and_a_view_of_the_dead_letter(job: Job) ->
 
 
 def test_a_raising_hook_is_swallowed_and_the_next_job_is_processed_normally(
-    job: Job, celery_worker: WorkerProcess
+    job: Job, worker: WorkerProcess
 ) -> None:
     failing, following = unique("A"), unique("B")
     script(f"hook:{failing}", "validation")
-    logged_before = celery_worker.output().count(SWALLOWED)
+    logged_before = worker.output().count(SWALLOWED)
 
     a = job(failing)
     wait_for_status(HANDLER, a, Delivery.Status.DEAD_LETTERED)
@@ -90,7 +90,7 @@ def test_a_raising_hook_is_swallowed_and_the_next_job_is_processed_normally(
         "apps.resilience.taxonomy.InvalidInput",
     )
     assert DeadLetter.objects.count() == 1
-    assert celery_worker.output().count(SWALLOWED) == logged_before + 1
+    assert worker.output().count(SWALLOWED) == logged_before + 1
     assert effects(HANDLER, failing) == 0
     assert effects(HANDLER, following) == 1
     assert hook_calls(b) == 0  # the hook runs on failures only

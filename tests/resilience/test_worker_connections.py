@@ -21,7 +21,7 @@ HANDLER = "test.backend-pid"
 
 
 @pytest.fixture
-def probe(celery_worker: WorkerProcess):
+def probe(worker: WorkerProcess):
     """Deliver a probe event to the session's worker and return the backend pid that ran it."""
     name = uuid.uuid4().hex
     key = f"backend:{name}"
@@ -58,10 +58,10 @@ def test_deliveries_reuse_the_worker_processes_connections(probe) -> None:
 
 
 def test_a_connection_the_server_dropped_is_replaced_before_the_next_delivery(
-    probe, celery_worker: WorkerProcess
+    probe, worker: WorkerProcess
 ) -> None:
     first = {probe() for _ in range(4)}
-    log_before = len(celery_worker.output())
+    log_before = len(worker.output())
     with connection.cursor() as cursor:
         for pid in first:
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
@@ -74,7 +74,7 @@ def test_a_connection_the_server_dropped_is_replaced_before_the_next_delivery(
     assert not after & first  # new connections
     # ... made before the delivery ran: nothing failed on the dead one or was retried for it.
     assert not Attempt.objects.filter(delivery__handler=HANDLER).exists()
-    new_output = celery_worker.output()[log_before:]
+    new_output = worker.output()[log_before:]
     assert "failed outside the handler" not in new_output
     assert "OperationalError" not in new_output, new_output
 

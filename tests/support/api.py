@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from apps.accounts.services import issue_token
-from tests.support.worker import WorkerProcess, settle
+from tests.support.worker import WorkerProcess, resume_session_worker, settle
 
 
 class Api:
@@ -59,5 +59,6 @@ def bob() -> Api:
 @pytest.fixture
 def worker(celery_worker: WorkerProcess) -> Iterator[WorkerProcess]:
     """The session's worker, settled after the test so nothing leaks into the next one."""
+    resume_session_worker()
     yield celery_worker
     settle()

@@ -2,40 +2,68 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
 from celery import current_app
 from django.conf import settings
+from django.utils import timezone
 from kombu import Connection
 
 from tests.support.waiting import wait_until
 
 
-def drain(broker_url: str, queue: str) -> list[dict[str, Any]]:
-    """Remove and return every Celery message waiting in ``queue`` (task name, id, args)."""
-    messages = []
+@dataclass(frozen=True)
+class Message:
+    """One Celery task message taken off a queue."""
+
+    task: str
+    id: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    eta: datetime | None
+
+    def due(self) -> bool:
+        return self.eta is None or self.eta <= timezone.now()
+
+
+def take_messages(broker_url: str, queue: str) -> Iterator[Message]:
+    """Remove and yield every Celery message waiting in ``queue``, oldest first."""
     with Connection(broker_url) as conn:
         simple = conn.SimpleQueue(queue, no_ack=True)
         try:
             while True:
                 try:
-                    message = simple.get(block=False)
+                    raw = simple.get(block=False)
                 except simple.Empty:
-                    return messages
-                body = message.body if isinstance(message.body, str | bytes) else None
-                args = json.loads(body)[0] if body is not None else message.payload[0]
-                headers = message.headers
-                messages.append({"task": headers["task"], "id": headers["id"], "args": args})
+                    return
+                args, kwargs, _embed = raw.decode()
+                headers = raw.headers
+                eta = headers.get("eta")
+                yield Message(
+                    headers["task"],
+                    headers["id"],
+                    list(args),
+                    dict(kwargs),
+                    datetime.fromisoformat(eta) if eta else None,
+                )
         finally:
             simple.close()
+
+
+def drain(broker_url: str, queue: str) -> list[dict[str, Any]]:
+    """Remove and return every Celery message waiting in ``queue`` (task name, id, args)."""
+    return [
+        {"task": message.task, "id": message.id, "args": message.args}
+        for message in take_messages(broker_url, queue)
+    ]
 
 
 @contextmanager

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
-from typing import Any
+import tempfile
+from pathlib import Path
+from typing import IO, Any
 
 import pytest
 import redis
@@ -44,14 +47,51 @@ def redis_db_url(url: str, db: int) -> str:
     return f"{base}/{db}"
 
 
-def isolate_redis_per_xdist_worker(settings: Any, worker: str) -> None:
+# Test runs that may share this machine's PostgreSQL and Redis at once, and the Redis dbs
+# each run's processes may use (one per xdist worker).
+RUN_SLOTS = 3
+REDIS_DBS_PER_SLOT = 4
+_slot_lock: IO[str] | None = None
+
+
+def claim_run_slot() -> int:
+    """Return the slot of this test run, claimed for as long as the run lasts.
+
+    Two runs of the suite on one machine (a second ``make test``) must not share a test
+    database or a Redis db. The first process of a run (xdist's controller, or the only
+    one) takes the first free slot's lock file and hands the slot to its xdist workers
+    through ``BACKSTOP_TEST_SLOT``; the lock goes with the process, however it ends.
+    """
+    global _slot_lock
+    if "BACKSTOP_TEST_SLOT" in os.environ:
+        return int(os.environ["BACKSTOP_TEST_SLOT"])
+    for slot in range(RUN_SLOTS):
+        lock = (Path(tempfile.gettempdir()) / f"backstop-test-slot-{slot}.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        _slot_lock = lock
+        os.environ["BACKSTOP_TEST_SLOT"] = str(slot)
+        return slot
+    raise pytest.UsageError(f"{RUN_SLOTS} test runs already use this machine; wait for one")
+
+
+def database_suffix(slot: int) -> str | None:
+    """Return what the slot adds to the test databases' names (nothing for the first)."""
+    return f"s{slot}" if slot else None
+
+
+def isolate_redis_per_xdist_worker(settings: Any, worker: str, slot: int = 0) -> None:
     """Point the cache and the broker of this test process at a Redis db of its own, emptied.
 
     Celery workers started by the tests inherit the same URL, so messages of one pytest
     process never reach the workers (and database) of another.
     """
-    # BACKSTOP_TEST_REDIS_DB lets two test runs share one Redis without meeting.
-    db = int(os.environ.get("BACKSTOP_TEST_REDIS_DB", "1")) + int(worker.removeprefix("gw") or 0)
+    # BACKSTOP_TEST_REDIS_DB pins the run's first db; otherwise its slot decides.
+    first = os.environ.get("BACKSTOP_TEST_REDIS_DB") or str(1 + slot * REDIS_DBS_PER_SLOT)
+    db = int(first) + int(worker.removeprefix("gw") or 0)
     url = redis_db_url(settings.REDIS_URL, db)
     settings.REDIS_URL = url
     settings.CACHES["default"]["LOCATION"] = url

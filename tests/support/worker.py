@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -134,6 +135,10 @@ def start_worker(
 
 # Set once the session's worker runs: from then on every transactional test lets it settle.
 session_worker_started = False
+# The session's worker while it consumes no queue (an in-process test runs its messages).
+_paused: WorkerProcess | None = None
+_session_worker: WorkerProcess | None = None
+CONSUMED_QUEUES = ("default", "handlers", "maintenance")
 
 
 @pytest.fixture(autouse=True)
@@ -155,12 +160,43 @@ def celery_worker(
     django_db_setup: None, django_db_blocker, tmp_path_factory
 ) -> Iterator[WorkerProcess]:
     """A worker shared by the session's tests (they must be ``transaction=True``)."""
-    global session_worker_started
+    global session_worker_started, _session_worker
     with django_db_blocker.unblock():
-        worker = start_worker(tmp_path_factory.mktemp("worker"))
+        worker = start_worker(tmp_path_factory.mktemp("worker"), queues=",".join(CONSUMED_QUEUES))
     session_worker_started = True
+    _session_worker = worker
     yield worker
+    _session_worker = None
     worker.stop()
+
+
+def pause_session_worker() -> None:
+    """Stop the session's worker (if it runs) from taking messages, so the in-process
+    worker of the next test gets them all; ``resume_session_worker`` undoes it."""
+    global _paused
+    if _session_worker is None or _paused is not None:
+        return
+    settle()
+    for queue in CONSUMED_QUEUES:
+        _control(current_app.control.cancel_consumer, queue, _session_worker)
+    _paused = _session_worker
+
+
+def resume_session_worker() -> None:
+    """Let the session's worker take messages again after ``pause_session_worker``."""
+    global _paused
+    if _paused is None:
+        return
+    for queue in CONSUMED_QUEUES:
+        _control(current_app.control.add_consumer, queue, _paused)
+    _paused = None
+
+
+def _control(command: Any, queue: str, worker: WorkerProcess) -> None:
+    """Send a consumer command to ``worker`` and fail unless it answers."""
+    replies = command(queue, destination=[worker.name], reply=True, timeout=10)
+    if not replies:
+        raise RuntimeError(f"worker {worker.name} did not answer {command.__name__}({queue!r})")
 
 
 def settle(timeout: float = 20.0) -> None:
@@ -174,6 +210,9 @@ def settle(timeout: float = 20.0) -> None:
     from apps.resilience.models import Delivery
 
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    if _paused is not None:  # no worker takes messages: drop what a test left behind
+        client.delete(*CONSUMED_QUEUES)
+        return
 
     def quiet() -> bool:
         queued = sum(client.llen(q) for q in ("handlers", "default", "maintenance"))

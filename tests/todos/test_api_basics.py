@@ -7,7 +7,7 @@ import pytest
 from tests.support.api import Api
 from tests.todos.conftest import projected
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
 
 def test_creating_returns_the_write_side_todo_and_the_read_model_follows(alice: Api) -> None:

@@ -16,7 +16,7 @@ from tests.support.api import Api
 from tests.support.waiting import wait_until
 from tests.todos.conftest import projected
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
 # Two valid items among five invalid ones, each broken in a different way.
 MIXED: list[Any] = [

@@ -19,7 +19,7 @@ from tests.support.api import Api
 from tests.support.threads import run_in_threads
 from tests.todos.conftest import projected
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
 Send = Callable[[APIClient], Any]
 

@@ -17,7 +17,7 @@ from apps.eventstore.models import Event
 from tests.support.api import Api
 from tests.todos.conftest import projected
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
 TODOS = "/api/v1/todos/"
 

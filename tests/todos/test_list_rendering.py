@@ -9,7 +9,7 @@ from apps.todos.selectors import todos_of
 from tests.support.api import Api
 from tests.todos.conftest import projected
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
 
 def test_a_listed_row_equals_the_serialized_detail(alice: Api) -> None:

@@ -15,7 +15,7 @@ from tests.support.api import Api
 from tests.support.waiting import wait_until
 from tests.todos.conftest import projected
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
 PAST = "2020-01-01T09:00:00Z"
 FUTURE = "2099-01-01T09:00:00Z"

@@ -154,7 +154,7 @@ def test_any_delivery_order_with_duplicates_equals_the_fold_and_a_rebuild(
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("worker")
+@pytest.mark.usefixtures("inline_worker")
 def test_a_rebuild_equals_the_live_read_model_after_thousands_of_random_commands() -> None:
     rng = random.Random(20261123)
     owners = [rng.randint(1, 1_000_000) for _ in range(5)]
@@ -209,7 +209,7 @@ def _caught_up(generation: int, versions: dict[uuid.UUID, int]) -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("worker")
+@pytest.mark.usefixtures("inline_worker")
 def test_the_rebuild_command_prints_its_rate_and_a_command_during_the_rebuild_is_not_lost() -> None:
     context = CommandContext(actor_id="1")
     first = services.create_todo(owner_id=1, context=context, title="before")

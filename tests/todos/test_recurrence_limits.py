@@ -169,7 +169,7 @@ def test_an_ordinary_rule_is_accepted_as_written(alice: Api, rule: str) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("worker")
+@pytest.mark.usefixtures("inline_worker")
 @pytest.mark.parametrize(
     ("rule", "due_at", "next_due", "then_due"),
     [
@@ -205,7 +205,7 @@ def test_a_sparse_rule_within_the_horizon_goes_on_at_each_completion(
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("worker")
+@pytest.mark.usefixtures("inline_worker")
 def test_a_next_occurrence_beyond_the_horizon_ends_the_series_cleanly(alice: Api) -> None:
     """2100 is no leap year: after 29 February 2096 the next is in 2104, 8 years on."""
     first = alice.create(due_at="2096-02-29T09:00:00Z", recurrence=LEAP_DAY)
@@ -218,7 +218,7 @@ def test_a_next_occurrence_beyond_the_horizon_ends_the_series_cleanly(alice: Api
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("worker")
+@pytest.mark.usefixtures("inline_worker")
 def test_completing_a_todo_with_a_trap_stored_before_the_limits_ends_its_series_at_once(
     alice: Api,
 ) -> None:

@@ -1,25 +1,30 @@
-"""The notifications API: the user's channels (/me/) and their deliveries."""
+"""The notifications API: the user's channels (/me/) and their deliveries.
+
+Two ViewSets, as the todos' API, wired by hand in ``urls``: /me/ is a single object with
+no id, and the deliveries are a list. Reads go through ``selectors``, writes through
+``services``. /me/ is a plain ``ViewSet``: with no serializer of its own, its OPTIONS
+answer describes the route and nothing more, as it always has.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import cast
 
+from django.db.models import QuerySet
 from django.utils.cache import add_never_cache_headers
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, viewsets
 from rest_framework.exceptions import NotFound
-from rest_framework.generics import ListAPIView
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from apps.api.fields import StrictSerializer, TextField
 from apps.api.storable import storable_offset, storable_text
 from apps.api.users import request_user, request_user_id
-from apps.notifications import services
+from apps.notifications import selectors, services
 from apps.notifications.models import NotificationSettings, NotificationState
 
 
@@ -49,14 +54,18 @@ def _me(request: Request, row: NotificationSettings | None) -> dict[str, object]
     }
 
 
-class MeView(APIView):
+# No docstrings on the ViewSets: they would become the OpenAPI descriptions and the OPTIONS
+# answers'.
+class MeViewSet(viewsets.ViewSet):
+    # The signed-in user and where they are notified.
+
     @extend_schema(responses=MeSerializer)
-    def get(self, request: Request) -> Response:
-        row = NotificationSettings.objects.filter(user_id=request_user_id(request)).first()
+    def retrieve(self, request: Request) -> Response:
+        row = selectors.channels_of(request_user_id(request))
         return Response(MeSerializer(_me(request, row)).data)
 
     @extend_schema(request=MeUpdateSerializer, responses=MeSerializer)
-    def patch(self, request: Request) -> Response:
+    def partial_update(self, request: Request) -> Response:
         data = MeUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         row, secret = services.update_me(
@@ -132,9 +141,19 @@ def _created_at(position: str) -> datetime | None:
     return value
 
 
-class NotificationListView(ListAPIView):
+class NotificationViewSet(viewsets.GenericViewSet):
+    # The signed-in user's notifications, newest first, fifty to a page.
+
     serializer_class = NotificationSerializer
     pagination_class = NewestFirst
 
-    def get_queryset(self):
-        return NotificationState.objects.filter(owner_id=self.request.user.pk)
+    def get_queryset(self) -> QuerySet[NotificationState]:
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular's schema: no user
+            return NotificationState.objects.none()
+        return selectors.notifications_of(request_user_id(self.request))
+
+    @extend_schema(responses=NotificationSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        assert page is not None  # pagination_class is set: every list is paginated
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)

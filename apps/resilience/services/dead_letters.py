@@ -158,7 +158,8 @@ def retry(
 
 
 def resolve(dead_letter_id: int, *, actor: Any, notes: str = "") -> DeadLetter:
-    """Close the dead letter as handled (by a fix elsewhere); parked messages are released."""
+    """Close the dead letter as handled (by a fix elsewhere); the stream's parked events
+    are then released one at a time, in version order (the first now, unless blocked)."""
     with transaction.atomic():
         letter = _claim(dead_letter_id, OPEN, Status.RESOLVED, actor=actor, notes=notes)
         _audit(letter, Action.RESOLVE, actor, notes)
@@ -167,7 +168,8 @@ def resolve(dead_letter_id: int, *, actor: Any, notes: str = "") -> DeadLetter:
 
 
 def discard(dead_letter_id: int, *, actor: Any, reason: str) -> DeadLetter:
-    """Close the dead letter as not worth processing; parked messages are released."""
+    """Close the dead letter as not worth processing; the stream's parked events
+    are then released one at a time, in version order (the first now, unless blocked)."""
     if not reason.strip():
         raise DeadLetterStateError("discarding needs a reason")
     with transaction.atomic():
@@ -178,7 +180,8 @@ def discard(dead_letter_id: int, *, actor: Any, reason: str) -> DeadLetter:
 
 
 def retry_succeeded(dead_letter_id: int) -> None:
-    """Mark a replayed dead letter resolved (called by the runtime after the handler commits)."""
+    """Mark a replayed dead letter resolved (called by the delivery runtime inside the
+    handler's transaction, so the letter is resolved only if the handler's work commits)."""
     with transaction.atomic():
         letter = DeadLetter.objects.select_for_update().get(pk=dead_letter_id)
         if letter.status != Status.RETRYING:

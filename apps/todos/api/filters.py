@@ -7,7 +7,7 @@ from typing import Any
 
 import django_filters
 from django import forms
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from apps.api.storable import OFFSET_MESSAGE, storable_offset
 from apps.todos.fields import PRIORITIES
 from apps.todos.models import TodoView
+from apps.todos.rules import TodoStatus, overdue_q
 
 
 class StorableIsoDateTimeField(IsoDateTimeField):
@@ -37,7 +38,7 @@ class StorableIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 class TodoFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(
-        choices=[(s, s) for s in ("open", "completed", "deleted")], method="filter_status"
+        choices=[(s, s) for s in TodoStatus.values], method="filter_status"
     )
     priority = django_filters.ChoiceFilter(choices=[(p, p) for p in PRIORITIES])
     tag = django_filters.CharFilter(method="filter_tag", max_length=40)
@@ -58,7 +59,7 @@ class TodoFilter(django_filters.FilterSet):
     @staticmethod
     def unfiltered(queryset: QuerySet[TodoView]) -> QuerySet[TodoView]:
         """The list without a filter: deleted todos are shown only on request."""
-        return queryset.exclude(status="deleted")
+        return queryset.exclude(status=TodoStatus.DELETED)
 
     def filter_status(
         self, queryset: QuerySet[TodoView], name: str, value: str
@@ -71,7 +72,7 @@ class TodoFilter(django_filters.FilterSet):
     def filter_overdue(
         self, queryset: QuerySet[TodoView], name: str, value: bool
     ) -> QuerySet[TodoView]:
-        overdue = Q(status="open", due_at__lt=timezone.now())
+        overdue = overdue_q(timezone.now())
         return queryset.filter(overdue) if value else queryset.exclude(overdue)
 
     def filter_search(

@@ -22,7 +22,8 @@ from rest_framework.utils.urls import replace_query_param
 
 from apps.api.storable import storable_offset, storable_text
 
-# ordering name -> (model field, how a missing value sorts)
+# ordering name -> the column (or annotation) the keyset sorts on; "sort_due" is due_at
+# with a missing date as NEVER, so undated todos sort after every dated one.
 ORDERINGS = {
     "due_at": "sort_due",
     "created_at": "created_at",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,47 +65,36 @@ def _datetime(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
-#: What ``view_row`` reads (and keyset pagination: ``id`` and the sort keys).
-VIEW_ROW_FIELDS = (
-    "id",
-    "todo_id",
-    "version",
-    "title",
-    "description",
-    "priority",
-    "priority_rank",
-    "due_at",
-    "tags",
-    "recurrence",
-    "series_id",
-    "status",
-    "is_overdue",
-    "completed_at",
-    "deleted_at",
-    "created_at",
-    "updated_at",
+def _same(value: Any) -> Any:
+    return value
+
+
+def _renderer(field: serializers.Field) -> Callable[[Any], Any]:
+    """Return how ``view_row`` renders a non-null value of ``field``: as the field does."""
+    if isinstance(field, serializers.DateTimeField):
+        return _datetime
+    if isinstance(field, serializers.UUIDField):
+        return str
+    if isinstance(field, serializers.ListField):
+        return list
+    return _same  # text, numbers and booleans come from the database as they render
+
+
+#: (key, TodoView attribute, renderer) of each TodoViewSerializer field, in its order.
+_ROW_COLUMNS = tuple(
+    (name, field.source or name, _renderer(field))
+    for name, field in TodoViewSerializer().fields.items()
 )
+#: What ``view_row`` reads, and what keyset pagination needs besides: ``id`` and the sort keys.
+VIEW_ROW_FIELDS = ("id", "priority_rank", *(source for _, source, _ in _ROW_COLUMNS))
 
 
 def view_row(view: Any) -> dict[str, Any]:
     """Return a TodoView row as TodoViewSerializer renders it, without its per-field cost
     (the list endpoint renders fifty of these per page)."""
     return {
-        "id": str(view.todo_id),
-        "version": view.version,
-        "title": view.title,
-        "description": view.description,
-        "priority": view.priority,
-        "due_at": _datetime(view.due_at),
-        "tags": list(view.tags),
-        "recurrence": view.recurrence,
-        "series_id": str(view.series_id) if view.series_id else None,
-        "status": view.status,
-        "is_overdue": view.is_overdue,
-        "completed_at": _datetime(view.completed_at),
-        "deleted_at": _datetime(view.deleted_at),
-        "created_at": _datetime(view.created_at),
-        "updated_at": _datetime(view.updated_at),
+        name: None if (value := getattr(view, source)) is None else render(value)
+        for name, source, render in _ROW_COLUMNS
     }
 
 

@@ -35,6 +35,7 @@ from apps.todos.api.serializers import (
     view_row,
 )
 from apps.todos.models import TodoView
+from apps.todos.rules import is_overdue
 from apps.todos.services import TodoState
 
 #: Far more digits than any version has, far fewer than int() parses (4,300).
@@ -70,8 +71,8 @@ def state_response(state: TodoState, code: int = status.HTTP_200_OK) -> Response
 
 
 def _with_overdue(state: TodoState) -> dict[str, Any]:
-    overdue = state.status == "open" and state.due_at is not None and state.due_at < timezone.now()
-    return {**state.as_dict(), "is_overdue": overdue}
+    """Return the state's values for TodoOutputSerializer, with ``is_overdue`` as of now."""
+    return {**state.as_dict(), "is_overdue": is_overdue(state, timezone.now())}
 
 
 class TodoViewSet(viewsets.GenericViewSet):
