@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/v1/", include("apps.todos.api.urls")),
     path("api/v1/", include("apps.reminders.api.urls")),
     path("api/v1/", include("apps.notifications.api.urls")),
+    path("api/v1/", include("apps.sagas.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     # Last: any other /api/ URL is a JSON 404, with DEBUG too (handler404 is only without).

@@ -32,9 +32,10 @@ def send_email(notification: Notification, address: str) -> str:
     if not address:
         raise NoTarget("the user has no email address")
     todo = notification.body.get("todo", {})
+    completed = notification.source_type == "todo.completed"
     message = EmailMessage(
-        subject=f"Reminder: {todo.get('title', 'a todo')}",
-        body=_email_text(notification.body),
+        subject=f"{'Completed' if completed else 'Reminder'}: {todo.get('title', 'a todo')}",
+        body=_completion_text(todo) if completed else _email_text(notification.body),
         to=[address],
         headers={
             "Idempotency-Key": str(notification.id),
@@ -50,6 +51,10 @@ def _email_text(body: dict[str, Any]) -> str:
     todo, reminder = body.get("todo", {}), body.get("reminder", {})
     due = f"\nDue: {todo['due_at']}" if todo.get("due_at") else ""
     return f"{todo.get('title', '')}{due}\n\nReminder set for {reminder.get('remind_at', '')}.\n"
+
+
+def _completion_text(todo: dict[str, Any]) -> str:
+    return f"{todo.get('title', '')}\n\nCompleted at {todo.get('completed_at', '')}.\n"
 
 
 def send_webhook(notification: Notification, url: str, secret: str) -> str:

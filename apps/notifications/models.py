@@ -48,6 +48,8 @@ class NotificationSettings(models.Model):
     webhook_url = models.URLField(max_length=2000, blank=True)
     # HMAC-SHA256 key of X-Backstop-Signature; shown to the user once, when set or rotated.
     webhook_secret = models.CharField(max_length=100, blank=True)
+    # Where the user is told that they completed a todo ("email", "webhook"); none by default.
+    completion_channels = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -78,8 +80,13 @@ class NotificationState(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        # Consumer: GET /api/v1/notifications/ (the owner's, newest first).
-        indexes = [models.Index(fields=["owner_id", "-created_at"], name="notification_owner_idx")]
+        indexes = [
+            # Consumer: GET /api/v1/notifications/ (the owner's, newest first).
+            models.Index(fields=["owner_id", "-created_at"], name="notification_owner_idx"),
+            # Consumer: services.request_notifications, which finds a source's notifications
+            # before requesting them, so that a redelivered source requests none twice.
+            models.Index(fields=["source_event_id"], name="notification_source_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} notification {self.notification_id} ({self.status})"

@@ -14,13 +14,14 @@ from django.utils import timezone
 
 from apps.eventstore.registry import RecordedEvent
 from apps.eventstore.repository import Repository
-from apps.eventstore.store import CommandContext
+from apps.eventstore.store import CommandContext, lock_for_transaction
 from apps.notifications import channels, failures, targets
 from apps.notifications.aggregates import REQUESTED, SENT, Notification
 from apps.notifications.models import NotificationSettings, NotificationState
 from apps.notifications.webhooks import HostDoesNotResolve, check_url
 from apps.reminders.events import ReminderTriggered
 from apps.resilience.taxonomy import InvalidInput, SecurityViolation
+from apps.todos.events import TodoCompleted
 from apps.todos.services import repository as todos
 
 repository = Repository(Notification)
@@ -63,17 +64,45 @@ def set_webhook(
     return row, shown
 
 
+class InvalidCompletionChannels(InvalidInput):
+    """The completion channels can't be used as they are; ``fields`` names them."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.fields = {"completion_channels": [message]}
+
+
 def update_me(
-    *, user_id: int, email: str | None = None, url: str | None = None, rotate_secret: bool = False
+    *,
+    user_id: int,
+    email: str | None = None,
+    url: str | None = None,
+    rotate_secret: bool = False,
+    completion_channels: list[str] | None = None,
 ) -> tuple[NotificationSettings, str | None]:
-    """Set the user's email address (None keeps it) and webhook (as ``set_webhook``), both
-    or neither; return the settings and a new secret, if one was made."""
+    """Set the user's email address, webhook (as ``set_webhook``) and completion channels (None
+    keeps each), all or none; return the settings and a new secret, if one was made."""
     with transaction.atomic():
         if email is not None:
             user = get_user_model().objects.select_for_update().get(pk=user_id)
             user.email = BaseUserManager.normalize_email(email)  # the domain in lower case
             user.save(update_fields=["email"])
-        return set_webhook(user_id=user_id, url=url, rotate_secret=rotate_secret)
+        row, shown = set_webhook(user_id=user_id, url=url, rotate_secret=rotate_secret)
+        _set_completion_channels(row, completion_channels)
+        return row, shown
+
+
+def _set_completion_channels(row: NotificationSettings, channels: list[str] | None) -> None:
+    """Set the channels (None keeps them); refuse "webhook" while no webhook URL is set, which
+    also refuses clearing the URL while "webhook" is one of them."""
+    if channels is not None:
+        row.completion_channels = list(channels)
+    if "webhook" in row.completion_channels and not row.webhook_url:
+        raise InvalidCompletionChannels(
+            '"webhook" needs a webhook URL: set webhook_url, or leave "webhook" out'
+        )
+    if channels is not None:
+        row.save(update_fields=["completion_channels", "updated_at"])
 
 
 def request_for_reminder(triggered: RecordedEvent) -> list[uuid.UUID]:
@@ -93,31 +122,87 @@ def request_for_reminder(triggered: RecordedEvent) -> list[uuid.UUID]:
         },
         "reminder": {"id": str(reminder.id), "remind_at": _iso(triggered.payload.remind_at)},
     }
-    requested = [
-        Notification.request(
-            owner_id=reminder.owner_id,
-            channel=channel,
-            source_event_id=triggered.event_id,
-            source_type=triggered.type,
-            occurred_at=triggered.metadata.occurred_at,
-            body=body,
-        )
-        for channel in reminder.channels
-    ]
     context = CommandContext(actor_id="system").caused_by(triggered)
-    shown = shown_targets(reminder.owner_id)
+    return request_notifications(
+        source=triggered,
+        owner_id=reminder.owner_id,
+        channels=reminder.channels,
+        body=body,
+        context=context,
+    )
+
+
+def request_for_completion(*, completed: RecordedEvent, context: CommandContext) -> list[uuid.UUID]:
+    """Tell the owner of a completed todo on each channel they chose for completions (none by
+    default); return the notifications' ids, the ones requested before if any were."""
+    assert isinstance(completed.payload, TodoCompleted)
+    todo = todos.load(completed.stream_id)
+    row = NotificationSettings.objects.filter(user_id=todo.owner_id).first()
+    body = {
+        "todo": {
+            "id": str(todo.id),
+            "title": todo.title,
+            "completed_at": _iso(completed.payload.completed_at),
+        },
+    }
+    return request_notifications(
+        source=completed,
+        owner_id=todo.owner_id,
+        channels=row.completion_channels if row else [],
+        body=body,
+        context=context,
+    )
+
+
+def request_notifications(
+    *,
+    source: RecordedEvent,
+    owner_id: int,
+    channels: list[str],
+    body: dict[str, Any],
+    context: CommandContext,
+) -> list[uuid.UUID]:
+    """Request one notification of ``source`` per channel, with its delivery-list rows; return
+    their ids. Once per source: when some were requested for it, return theirs, request none.
+
+    1. Take a transaction lock on the source event: a concurrent run for it waits here.
+    2. Find the source's notifications (``notification_source_idx``); if any, return them.
+    3. Else append one ``notification.requested`` per channel and insert their rows.
+    """
     with transaction.atomic():
+        lock_for_transaction(f"notifications:{source.event_id}")
+        done = list(
+            NotificationState.objects.filter(source_event_id=source.event_id)
+            .order_by("channel")
+            .values_list("notification_id", flat=True)
+        )
+        if done:
+            return done
+        requested = [
+            Notification.request(
+                owner_id=owner_id,
+                channel=channel,
+                source_event_id=source.event_id,
+                source_type=source.type,
+                occurred_at=source.metadata.occurred_at,
+                body=body,
+            )
+            for channel in channels
+        ]
         repository.save_many(requested, context)
-        for notification in requested:
-            NotificationState.objects.create(
+        shown = shown_targets(owner_id)
+        NotificationState.objects.bulk_create(
+            NotificationState(
                 notification_id=notification.id,
-                owner_id=notification.owner_id,
+                owner_id=owner_id,
                 channel=notification.channel,
                 target=shown.get(notification.channel, ""),
                 status=State.REQUESTED,
-                source_type=triggered.type,
-                source_event_id=triggered.event_id,
+                source_type=source.type,
+                source_event_id=source.event_id,
             )
+            for notification in requested
+        )
     return [n.id for n in requested]
 
 

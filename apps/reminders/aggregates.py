@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from apps.eventstore.aggregates import Aggregate, applies
 from apps.reminders.events import (
     ReminderCancelled,
+    ReminderRestored,
     ReminderScheduled,
     ReminderSnoozed,
     ReminderTriggered,
@@ -78,6 +79,14 @@ class Reminder(Aggregate):
             )
         self.record(ReminderCancelled(reason=reason))
 
+    def restore(self) -> None:
+        """Make a cancelled reminder pending again, as it was before the cancel."""
+        if self.status != CANCELLED:
+            raise BusinessRuleViolation(
+                f"only a cancelled reminder can be restored; this one is {self.status}"
+            )
+        self.record(ReminderRestored())
+
     def trigger(self, now: datetime) -> None:
         if self.status != PENDING:
             raise BusinessRuleViolation(f"only a pending reminder fires; this one is {self.status}")
@@ -96,6 +105,11 @@ class Reminder(Aggregate):
     @applies(ReminderCancelled)
     def _cancelled(self, event: ReminderCancelled) -> None:
         self.status, self.cancel_reason = CANCELLED, event.reason
+
+    @applies(ReminderRestored)
+    def _restored(self, event: ReminderRestored) -> None:
+        # Cancelling changed nothing else: remind_at, channels and triggered_at are as before.
+        self.status, self.cancel_reason = PENDING, ""
 
     @applies(ReminderTriggered)
     def _triggered(self, event: ReminderTriggered) -> None:

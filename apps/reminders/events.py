@@ -31,3 +31,9 @@ class ReminderCancelled(DomainEvent):
 class ReminderTriggered(DomainEvent):
     triggered_at: datetime
     remind_at: datetime
+
+
+@event("reminder.restored")
+class ReminderRestored(DomainEvent):
+    """A cancelled reminder is pending again, at its time and on its channels (a completed
+    todo's saga undoing the cancel it made when it could not finish)."""

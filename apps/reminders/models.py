@@ -12,7 +12,8 @@ How it is rebuilt. The log is still the truth: ``manage.py rebuild_state reminde
 ``Reminder`` aggregate and rewrites the rows to match, in one transaction that holds the
 append lock (the protocol is in that function's docstring). Every column but two comes from
 the log (``rebuild.LOG_COLUMNS``): ``triggered_at`` from the last ``reminder.triggered``,
-``cancel_reason`` from ``reminder.cancelled``, ``version`` is the stream's.
+``cancel_reason`` from ``reminder.cancelled`` (cleared by ``reminder.restored``), ``version``
+is the stream's.
 
 What the log can't give. ``created_at`` and ``updated_at`` are the row's own bookkeeping
 (when it was inserted and last written). A rebuild keeps them on rows it finds; a row it

@@ -28,6 +28,7 @@ EVENT_TYPES = frozenset(
         events.ReminderScheduled,
         events.ReminderSnoozed,
         events.ReminderCancelled,
+        events.ReminderRestored,
         events.ReminderTriggered,
     )
 )

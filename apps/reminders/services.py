@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from apps.eventstore.repository import Repository
 from apps.eventstore.store import CommandContext, lock_for_transaction
-from apps.reminders.aggregates import PENDING, Reminder
+from apps.reminders.aggregates import CANCELLED, PENDING, Reminder
 from apps.reminders.models import ReminderState
 from apps.reminders.rebuild import row_values
 from apps.resilience.taxonomy import BusinessRuleViolation, NotFound
@@ -88,13 +88,19 @@ def cancel_reminder(
         return _keep_state(reminder)
 
 
-def cancel_pending_of_todo(*, todo_id: uuid.UUID, reason: str, context: CommandContext) -> int:
-    """Cancel every pending reminder of a todo (it was completed or deleted); return how many."""
+def cancel_pending_of_todo(
+    *, todo_id: uuid.UUID, reason: str, context: CommandContext
+) -> list[uuid.UUID]:
+    """Cancel every pending reminder of a todo (it was completed or deleted); return their ids.
+
+    A second run finds none pending and returns ``[]``: keep the first run's ids to restore.
+    """
     with transaction.atomic():
         _lock_todo(todo_id)
         ids = list(
             ReminderState.objects.select_for_update()
             .filter(todo_id=todo_id, status=PENDING)
+            .order_by("reminder_id")
             .values_list("reminder_id", flat=True)
         )
         reminders = [repository.load(reminder_id) for reminder_id in ids]
@@ -103,7 +109,33 @@ def cancel_pending_of_todo(*, todo_id: uuid.UUID, reason: str, context: CommandC
         repository.save_many(reminders, context)
         for reminder in reminders:
             _keep_state(reminder)
-    return len(reminders)
+    return ids
+
+
+def restore_reminders(*, reminder_ids: list[uuid.UUID], context: CommandContext) -> list[uuid.UUID]:
+    """Make the cancelled ones of these reminders pending again, as they were before their
+    cancel (same time, same channels); return the ids restored.
+
+    Any other (restored already, pending, triggered, unknown) is skipped, so a second run
+    restores nothing. The pending limit is not checked: this undoes a cancel, it adds nothing.
+    """
+    with transaction.atomic():
+        rows = ReminderState.objects.filter(reminder_id__in=reminder_ids)
+        for todo_id in sorted(set(rows.values_list("todo_id", flat=True))):
+            _lock_todo(todo_id)  # in one order: two restores never wait for each other
+        ids = list(
+            rows.select_for_update()
+            .filter(status=CANCELLED)
+            .order_by("reminder_id")
+            .values_list("reminder_id", flat=True)
+        )
+        reminders = [repository.load(reminder_id) for reminder_id in ids]
+        for reminder in reminders:
+            reminder.restore()
+        repository.save_many(reminders, context)
+        for reminder in reminders:
+            _keep_state(reminder)
+    return ids
 
 
 def fire_due_reminders(*, batch: int | None = None) -> int:

@@ -205,6 +205,7 @@ class DeadLetterAction(models.Model):
         RESOLVE = "resolve"
         DISCARD = "discard"
         EDIT_PAYLOAD = "edit_payload"
+        SEVERITY_RAISED = "severity_raised"
 
     dead_letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="actions")
     action = models.CharField(max_length=20, choices=Action.choices)

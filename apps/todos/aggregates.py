@@ -79,11 +79,10 @@ class Todo(Aggregate):
         due = recurrence.next_after(self.recurrence, start, occurrence=self.occurrence)
         if due is None:
             return None
-        series = self.series_id or self.id
         return Todo.create(
             owner_id=self.owner_id,
-            todo_id=uuid.uuid5(series, f"next-of:{self.id}"),
-            series_id=series,
+            todo_id=self.next_occurrence_id(),
+            series_id=self.series_id or self.id,
             occurrence=self.occurrence + 1,
             title=self.title,
             description=self.description,
@@ -92,6 +91,10 @@ class Todo(Aggregate):
             tags=list(self.tags),
             recurrence=self.recurrence,
         )
+
+    def next_occurrence_id(self) -> uuid.UUID:
+        """Return the id the next todo of this one's series has, if it has one (see above)."""
+        return uuid.uuid5(self.series_id or self.id, f"next-of:{self.id}")
 
     def update(self, **values: Any) -> None:
         """Change the given fields; fields that keep their value are not recorded."""
@@ -108,12 +111,13 @@ class Todo(Aggregate):
         self._refuse_if(self.status == TodoStatus.DELETED, "a deleted todo can't be completed")
         self.record(TodoCompleted(completed_at=timezone.now()))
 
-    def reopen(self) -> None:
+    def reopen(self, reason: str | None = None) -> None:
+        """Reopen a completed todo; ``reason`` says why when the system does it."""
         self._refuse_if(self.status == TodoStatus.OPEN, "the todo is already open")
         self._refuse_if(
             self.status == TodoStatus.DELETED, "a deleted todo can't be reopened; restore it first"
         )
-        self.record(TodoReopened())
+        self.record(TodoReopened(reason=reason))
 
     def delete(self) -> None:
         self._refuse_if(self.status == TodoStatus.DELETED, "the todo is already deleted")

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from apps.eventstore.registry import DomainEvent, event
+from apps.eventstore.registry import DomainEvent, event, upcaster
 
 
 @event("todo.created")
@@ -36,9 +36,17 @@ class TodoCompleted(DomainEvent):
     completed_at: datetime
 
 
-@event("todo.reopened")
+@event("todo.reopened", version=2)
 class TodoReopened(DomainEvent):
-    pass
+    # Why the system reopened it (a completion it could not finish); None: its owner did.
+    reason: str | None = None
+
+
+@upcaster("todo.reopened", from_version=1)
+def _reopened_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    # v1 had no reason: its owner reopened it. A new version, not just a new optional field:
+    # a worker of the v1 code refuses the unknown field, but defers a newer version.
+    return {**data, "reason": None}
 
 
 @event("todo.deleted")

@@ -1,11 +1,13 @@
-"""What the todos app does when todo events happen: keep its read models current."""
+"""What the todos app does when todo events happen: keep its read models current.
+
+What completing a todo sets off (its reminders, its next occurrence, a notice) is the
+todo-completion saga's (``apps.sagas.completion``), undone in reverse if it can't all be done.
+"""
 
 from __future__ import annotations
 
 from apps.eventstore.registry import RecordedEvent
 from apps.eventstore.subscriptions import handles
-from apps.todos import services
-from apps.todos.events import TodoCompleted
 from apps.todos.projections import TODO_EVENTS, todos_projection
 
 
@@ -13,9 +15,3 @@ from apps.todos.projections import TODO_EVENTS, todos_projection
 def project_todo(recorded: RecordedEvent) -> None:
     """Apply the event to the live generation of TodoView and TodoStats."""
     todos_projection.apply_live(recorded)
-
-
-@handles(TodoCompleted, name="todos.recurrence")
-def create_next_occurrence(recorded: RecordedEvent) -> None:
-    """Completing a recurring todo creates the next one of its series (exactly once)."""
-    services.create_next_occurrence(completed=recorded)

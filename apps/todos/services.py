@@ -15,7 +15,7 @@ from apps.eventstore.exceptions import ConcurrencyConflict, StreamNotFound
 from apps.eventstore.registry import RecordedEvent
 from apps.eventstore.repository import Repository, retry_on_conflict
 from apps.eventstore.store import CommandContext
-from apps.resilience.taxonomy import NotFound
+from apps.resilience.taxonomy import BusinessRuleViolation, NotFound
 from apps.todos.aggregates import Todo
 from apps.todos.events import TodoCompleted
 from apps.todos.rules import TodoStatus
@@ -150,6 +150,58 @@ def create_next_occurrence(*, completed: RecordedEvent) -> TodoState | None:
     return TodoState.of(following)
 
 
+def next_occurrence_id(*, completed: RecordedEvent) -> uuid.UUID | None:
+    """Return the id of the todo ``create_next_occurrence`` creates (or created) after
+    ``completed``; None when there is none, and none was created before.
+
+    The id is the one ``Todo.next_occurrence`` fixes, so it can be asked before or after
+    creating it, any number of times. A todo that stopped recurring since (deleted, its rule
+    changed) still names the occurrence it had, when one exists.
+    """
+    assert isinstance(completed.payload, TodoCompleted)
+    todo = repository.load(completed.stream_id)
+    following = todo.next_occurrence(completed.payload.completed_at)
+    if following is not None:
+        return following.id
+    created = todo.next_occurrence_id()
+    return created if store.stream_exists(created) else None
+
+
+def reopen_after_failure(
+    *, todo_id: uuid.UUID, reason: str, context: CommandContext
+) -> TodoState | None:
+    """Reopen a completed todo as the system, with ``reason`` in its ``todo.reopened``; return
+    it, or None, doing nothing, when it is not completed (reopened already, deleted, unknown).
+    """
+
+    def reopen(todo: Todo) -> bool:
+        if todo.status != TodoStatus.COMPLETED:
+            return False
+        todo.reopen(reason)
+        return True
+
+    return _run_as_system(todo_id, context, reopen)
+
+
+def delete_occurrence(*, todo_id: uuid.UUID, context: CommandContext) -> TodoState | None:
+    """Delete (softly) a later todo of a series as the system; return it, or None, doing
+    nothing, when it doesn't exist or is deleted already.
+
+    Undoes ``create_next_occurrence``. A todo of no series is refused (a business rule
+    violation): deleting one would undo no occurrence, only lose the owner's todo.
+    """
+    return _run_as_system(todo_id, context, _delete_occurrence)
+
+
+def _delete_occurrence(todo: Todo) -> bool:
+    if todo.status == TodoStatus.DELETED:
+        return False
+    if todo.series_id is None:
+        raise BusinessRuleViolation("only a later todo of a series is deleted as an occurrence")
+    todo.delete()
+    return True
+
+
 def load_todo(*, owner_id: int, todo_id: uuid.UUID) -> Todo:
     """Return the owner's todo from the event store, or raise ``TodoNotFound``."""
     try:
@@ -180,6 +232,25 @@ def _run(
 
     if expected_version is not None:
         return command()
+    return retry_on_conflict(command)
+
+
+def _run_as_system(
+    todo_id: uuid.UUID, context: CommandContext, change: Callable[[Todo], bool]
+) -> TodoState | None:
+    """Load any owner's todo, change it, save; re-run on a conflict, as unpinned commands are.
+    None when the todo doesn't exist or ``change`` declines (returns False): nothing saved."""
+
+    def command() -> TodoState | None:
+        try:
+            todo = repository.load(todo_id)
+        except StreamNotFound:
+            return None
+        if not change(todo):
+            return None
+        repository.save(todo, context)
+        return TodoState.of(todo)
+
     return retry_on_conflict(command)
 
 

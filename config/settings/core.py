@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "apps.todos",
     "apps.reminders",
     "apps.notifications",
+    "apps.sagas",
     "apps.console",
     "apps.accounts",  # after knox: replaces its token admin
 ]

@@ -223,6 +223,8 @@ EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.Emai
 # --- Reminders and notifications ------------------------------------------------------------
 # How often beat fires due reminders, and how many one transaction claims.
 REMINDER_SWEEP_SECONDS = env_float("REMINDER_SWEEP_SECONDS", 10.0, above=0)
+# How often beat looks for sagas past their deadline (apps.sagas.services.recover_overdue).
+SAGA_SWEEP_SECONDS = env_float("SAGA_SWEEP_SECONDS", 30.0, above=0)
 REMINDER_SWEEP_BATCH = env_int("REMINDER_SWEEP_BATCH", 200, minimum=1)
 # Webhooks must be https and public; this allows http and private addresses (tests, local use).
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", DEBUG)

@@ -106,6 +106,7 @@ def test_me_shows_the_user_and_no_webhook_at_first(alice: Api) -> None:
         "email": "alice@example.test",
         "webhook_url": "",
         "webhook_secret_set": False,
+        "completion_channels": [],
     }
 
 
@@ -177,6 +178,7 @@ def test_unknown_fields_are_refused(alice: Api, body: dict[str, str]) -> None:
         "email": "alice@example.test",
         "webhook_url": "",
         "webhook_secret_set": False,
+        "completion_channels": [],
     }
 
 
@@ -229,6 +231,7 @@ def test_bob_never_sees_or_changes_alices_settings(alice: Api, bob: Api) -> None
         "email": "bob@example.test",
         "webhook_url": "",
         "webhook_secret_set": False,
+        "completion_channels": [],
     }
     assert (changed["id"], changed["webhook_url"]) == (bob.user.pk, "http://127.0.0.1:9/bob")
     assert alice.get("me/").json()["webhook_url"] == alice_url

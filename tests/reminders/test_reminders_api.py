@@ -20,7 +20,6 @@ from rest_framework.test import APIClient
 from apps.eventstore.models import Event
 from apps.reminders.models import ReminderState
 from apps.reminders.services import MAX_PENDING_PER_TODO, fire_due_reminders
-from apps.resilience.models import Delivery
 from tests.support.api import Api
 from tests.support.threads import run_in_threads
 from tests.support.waiting import wait_until
@@ -345,19 +344,22 @@ def test_completing_or_deleting_a_todo_cancels_its_pending_reminders(
     else:
         assert alice.delete(f"todos/{todo['id']}/").status_code == 200
 
+    # Deleting: the reminders' own handler; completing: the todo-completion saga's step.
     cause = Event.objects.get(stream_id=todo["id"], type=event_type)
     wait_until(
-        lambda: Delivery.objects.filter(
-            handler="reminders.cancel-with-todo", event_id=cause.event_id, status="succeeded"
-        ).exists(),
-        message="reminders.cancel-with-todo to handle the todo's event",
+        lambda: (
+            not ReminderState.objects.filter(
+                reminder_id__in=[r["id"] for r in pending], status="pending"
+            ).exists()
+        ),
+        message="the todo's pending reminders to be cancelled",
     )
     for reminder in pending:
         state = ReminderState.objects.get(reminder_id=reminder["id"])
         assert (state.status, state.cancel_reason) == ("cancelled", reason)
         cancelled = Event.objects.get(stream_id=reminder["id"], type="reminder.cancelled")
         assert cancelled.data["reason"] == reason
-        assert cancelled.metadata["causation_id"] == str(cause.event_id)
+        assert cancelled.metadata["correlation_id"] == cause.metadata["correlation_id"]
     owner_cancelled = ReminderState.objects.get(reminder_id=by_owner["id"])
     assert owner_cancelled.cancel_reason == "cancelled by its owner"
     assert reminder_events(by_owner["id"]) == ["reminder.scheduled", "reminder.cancelled"]

@@ -15,9 +15,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from apps.eventstore.models import Event
-from apps.eventstore.store import CommandContext, to_recorded
-from apps.reminders import handlers, services
+from apps.eventstore.store import CommandContext
+from apps.reminders import services
 from apps.reminders.models import ReminderState
 from apps.reminders.rebuild import LOG_COLUMNS, rebuild_states
 from apps.todos.services import complete_todo, create_todo
@@ -70,7 +69,7 @@ def history(alice: Api, monkeypatch: pytest.MonkeyPatch) -> dict[str, uuid.UUID]
         owner_id=owner, reminder_id=ids["refired"], minutes=10, context=CONTEXT
     )
     complete_todo(owner_id=owner, todo_id=other, context=CONTEXT)
-    handlers.cancel_with_todo(to_recorded(Event.objects.get(type="todo.completed")))
+    services.cancel_pending_of_todo(todo_id=other, reason="todo completed", context=CONTEXT)
     return ids
 
 

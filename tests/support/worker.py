@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Where the workers of this test process write the mail they send.
 MAIL_DIR = Path(tempfile.gettempdir()) / f"backstop-mail-{os.getpid()}"
 # Handler modules of the tests, imported by every worker the tests start.
-TEST_HANDLER_MODULES = "tests.eventstore.counter,tests.resilience.handlers"
+TEST_HANDLER_MODULES = "tests.eventstore.counter,tests.resilience.handlers,tests.sagas.definitions"
 
 
 @dataclass

@@ -92,8 +92,10 @@ def test_bob_can_not_see_change_or_learn_of_alices_todo_in_any_state(alice: Api,
     assert_same_as_missing(bob, "get", todo_id, "events/")
 
     assert history(todo_id) == ["todo.created", "todo.completed", "todo.deleted"]
+    # Alice, and the completion saga her completion started: never Bob.
     assert {actor for actor in Event.objects.values_list("metadata__actor_id", flat=True)} == {
-        str(alice.user.pk)
+        str(alice.user.pk),
+        "saga:todo-completion",
     }
     mine = alice.get(f"todos/{todo_id}/")
     assert mine.status_code == 200

@@ -1,7 +1,8 @@
 """Recurring todos: completing one creates the next of its series, exactly once.
 
-The next occurrence is created by the worker's "todos.recurrence" handler, from the
-``todo.completed`` event, on the real PostgreSQL event store and Redis broker.
+The next occurrence is created by the todo-completion saga's ``next-occurrence`` step
+(``apps.sagas.completion``), started by the ``todo.completed`` event, on the real
+PostgreSQL event store and Redis broker.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.utils import timezone
 from apps.eventstore.models import Event
 from apps.eventstore.store import CommandContext, load_event
 from apps.resilience.models import Delivery
+from apps.sagas.models import SagaInstance
 from apps.todos import services
 from tests.support.api import Api
 from tests.support.waiting import wait_until
@@ -25,7 +27,7 @@ from tests.todos.conftest import projected
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
-HANDLER = "todos.recurrence"
+HANDLER = "saga.todo-completion.next-occurrence"
 
 
 def series_created(series_id: str) -> list[Event]:
@@ -37,18 +39,32 @@ def completions(todo_id: str) -> list[Event]:
     return list(Event.objects.filter(stream_id=todo_id, type="todo.completed").order_by("version"))
 
 
-def handled(event: Event, runs: int = 1, timeout: float = 20) -> Delivery:
-    """Wait until the recurrence handler has finished ``runs`` deliveries of ``event``."""
+def step_message(completed: Event) -> Event:
+    """Return the completion saga's message asking for the next occurrence of ``completed``."""
+    saga = wait_until(
+        lambda: SagaInstance.objects.filter(trigger_event_id=completed.event_id).first(),
+        message=f"the completion saga of {completed.event_id}",
+    )
+    return wait_until(
+        lambda: Event.objects.filter(stream_id=saga.id, type=HANDLER).first(),
+        message=f"saga {saga.id} to ask for the next occurrence",
+    )
+
+
+def handled(completed: Event, runs: int = 1, timeout: float = 20) -> Delivery:
+    """Wait until the next-occurrence step has finished ``runs`` deliveries for the
+    completion ``completed``."""
+    message = step_message(completed)
     return wait_until(
         lambda: Delivery.objects.filter(
             handler=HANDLER,
-            event_id=event.event_id,
+            event_id=message.event_id,
             status="succeeded",
             starts__gte=runs,
             finishes__gte=runs,
         ).first(),
         timeout=timeout,
-        message=f"{HANDLER} to finish {runs} deliveries of {event.type}",
+        message=f"{HANDLER} to finish {runs} deliveries for {completed.event_id}",
     )
 
 
@@ -181,7 +197,8 @@ def test_completing_a_recurring_todo_creates_the_next_occurrence_of_its_series(
     assert created.data["series_id"] == first["id"]
     assert created.data["owner_id"] == alice.user.pk
     assert parse(created.data["due_at"]) == parse(next_due)
-    assert created.metadata["causation_id"] == str(completed.event_id)
+    # Caused by the saga's step, in the completing command's correlation.
+    assert created.metadata["correlation_id"] == completed.metadata["correlation_id"]
     view = projected(second_id, 1)
     assert (view.status, view.series_id, view.due_at) == (
         "open",
@@ -207,13 +224,14 @@ def test_the_next_occurrence_is_created_exactly_once_under_duplicate_delivery(al
     completed = complete(alice, first["id"])
     next_of(first["id"])
     handled(completed)
-    fast_path = f"processed:{HANDLER}:{completed.event_id}"
+    message = step_message(completed)
+    fast_path = f"processed:{HANDLER}:{message.event_id}"
     assert cache.get(fast_path) is not None
 
     def redeliver(times: int) -> None:
         for _ in range(times):
             current_app.send_task(
-                "backstop.deliver", args=(HANDLER, str(completed.event_id)), queue="handlers"
+                "backstop.deliver", args=(HANDLER, str(message.event_id)), queue="handlers"
             )
 
     redeliver(3)

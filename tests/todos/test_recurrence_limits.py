@@ -23,7 +23,14 @@ from apps.todos import recurrence, rrules, services
 from apps.todos.aggregates import Todo
 from apps.todos.events import TodoCreated
 from tests.support.api import Api
-from tests.todos.test_recurrence import complete, handled, next_of, parse, series_created
+from tests.todos.test_recurrence import (
+    HANDLER,
+    complete,
+    handled,
+    next_of,
+    parse,
+    series_created,
+)
 
 # Generous: each of these searches takes milliseconds; unbounded, they take seconds.
 BOUNDED = 2.0
@@ -212,9 +219,9 @@ def test_a_next_occurrence_beyond_the_horizon_ends_the_series_cleanly(alice: Api
 
     completed = complete(alice, first["id"])
 
-    handled(completed)  # the handler succeeded: nothing to retry, nothing dead-lettered
+    handled(completed)  # the step succeeded: nothing to retry, nothing dead-lettered
     assert series_created(first["id"]) == []
-    assert not DeadLetter.objects.filter(handler="todos.recurrence").exists()
+    assert not DeadLetter.objects.filter(handler=HANDLER).exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,24 +8,24 @@ answer describes the route and nothing more, as it always has.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import cast
-
 from django.db.models import QuerySet
 from django.utils.cache import add_never_cache_headers
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.api.fields import StrictSerializer, TextField
-from apps.api.storable import storable_offset, storable_text
+from apps.api.pagination import NewestFirst
 from apps.api.users import request_user, request_user_id
 from apps.notifications import selectors, services
 from apps.notifications.models import NotificationSettings, NotificationState
+from apps.reminders.aggregates import CHANNELS
+
+# The reminders' channels, each with where it goes: the schema's enum says so (and, its
+# choices differing, names it apart from the reminders' ChannelsEnum).
+_WHERE = {"email": "your account's email address", "webhook": "your webhook_url"}
+COMPLETION_CHANNELS = [(channel, _WHERE[channel]) for channel in CHANNELS]
 
 
 class MeSerializer(serializers.Serializer):
@@ -34,6 +34,10 @@ class MeSerializer(serializers.Serializer):
     email = serializers.CharField(help_text='where email reminders go; "" when none is set')
     webhook_url = serializers.CharField()
     webhook_secret_set = serializers.BooleanField()
+    completion_channels = serializers.ListField(
+        child=serializers.ChoiceField(choices=COMPLETION_CHANNELS),
+        help_text="where you are told when you complete a todo; [] (the default): nowhere",
+    )
 
 
 class MeUpdateSerializer(StrictSerializer):
@@ -41,6 +45,17 @@ class MeUpdateSerializer(StrictSerializer):
     email = serializers.EmailField(max_length=254, allow_blank=True, required=False)
     webhook_url = TextField(max_length=2000, allow_blank=True, required=False)
     rotate_webhook_secret = serializers.BooleanField(default=False)
+    completion_channels = serializers.ListField(
+        child=serializers.ChoiceField(choices=COMPLETION_CHANNELS),
+        max_length=len(CHANNELS),
+        required=False,
+        help_text='each channel at most once; "webhook" needs a webhook_url',
+    )
+
+    def validate_completion_channels(self, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("Each channel may be given only once.")
+        return value
 
 
 def _me(request: Request, row: NotificationSettings | None) -> dict[str, object]:
@@ -51,6 +66,7 @@ def _me(request: Request, row: NotificationSettings | None) -> dict[str, object]
         "email": user.email,
         "webhook_url": row.webhook_url if row else "",
         "webhook_secret_set": bool(row and row.webhook_secret),
+        "completion_channels": row.completion_channels if row else [],
     }
 
 
@@ -73,6 +89,7 @@ class MeViewSet(viewsets.ViewSet):
             email=data.validated_data.get("email"),
             url=data.validated_data.get("webhook_url"),
             rotate_secret=data.validated_data["rotate_webhook_secret"],
+            completion_channels=data.validated_data.get("completion_channels"),
         )
         request_user(request).refresh_from_db(fields=["email"])  # just changed, maybe
         body = dict(MeSerializer(_me(request, row)).data)
@@ -103,49 +120,15 @@ class NotificationSerializer(serializers.ModelSerializer):
         ]
 
 
-class NewestFirst(CursorPagination):
+class NewestNotificationsFirst(NewestFirst):
     ordering = ("-created_at", "-notification_id")
-    page_size = 50
-
-    def decode_cursor(self, request: Request) -> Cursor | None:
-        """Return the request's cursor; one not made here is a 400 naming ``cursor``.
-
-        DRF checks the cursor's shape but not its position, which the query compares
-        with ``created_at``: a position PostgreSQL can't read would be a 500.
-        """
-        try:
-            cursor = super().decode_cursor(request)
-        except NotFound:
-            raise _invalid_cursor() from None
-        # The stubs type a position as int; DRF decodes it from the cursor as text.
-        position = cast(str | None, cursor.position if cursor is not None else None)
-        if position is not None and not _created_at(position):
-            raise _invalid_cursor()
-        return cursor
-
-
-def _invalid_cursor() -> serializers.ValidationError:
-    return serializers.ValidationError({"cursor": ["Invalid cursor; start again without one."]})
-
-
-def _created_at(position: str) -> datetime | None:
-    """Return a cursor's position as the aware date and time it names, or None."""
-    if not storable_text(position):  # Python's parser skips a NUL inside a date
-        return None
-    try:
-        value = parse_datetime(position)
-    except ValueError:  # a date that doesn't exist: month 13, February 30
-        return None
-    if value is None or value.tzinfo is None or not storable_offset(value):
-        return None
-    return value
 
 
 class NotificationViewSet(viewsets.GenericViewSet):
     # The signed-in user's notifications, newest first, fifty to a page.
 
     serializer_class = NotificationSerializer
-    pagination_class = NewestFirst
+    pagination_class = NewestNotificationsFirst
 
     def get_queryset(self) -> QuerySet[NotificationState]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular's schema: no user

@@ -17,7 +17,8 @@ from apps.eventstore.models import Event
 from apps.resilience.classify import Classification
 from apps.resilience.models import DeadLetter, DeadLetterAction, Delivery
 from apps.resilience.services import ledger, parking
-from apps.resilience.taxonomy import ErrorKind
+from apps.resilience.services.escalation import escalate
+from apps.resilience.taxonomy import ErrorKind, Severity
 
 Status = DeadLetter.Status
 Action = DeadLetterAction.Action
@@ -176,6 +177,22 @@ def discard(dead_letter_id: int, *, actor: Any, reason: str) -> DeadLetter:
         letter = _claim(dead_letter_id, OPEN, Status.DISCARDED, actor=actor, notes=reason)
         _audit(letter, Action.DISCARD, actor, reason)
         parking.release_next(letter.handler, letter.stream_id)
+    return letter
+
+
+def raise_severity(dead_letter_id: int, severity: Severity, *, reason: str) -> DeadLetter:
+    """Raise the letter's severity to ``severity`` (its owner knows the failure is worse
+    than its kind says: a saga left half undone), audit it, and escalate it again under
+    the new severity. A letter already that severe or worse is left as it is."""
+    with transaction.atomic():
+        letter = DeadLetter.objects.select_for_update().get(pk=dead_letter_id)
+        if Severity(letter.severity).rank >= severity.rank:
+            return letter
+        before = letter.severity
+        letter.severity = severity
+        letter.save(update_fields=["severity"])
+        _audit(letter, Action.SEVERITY_RAISED, None, reason, {"from": before, "to": severity})
+    escalate(letter)
     return letter
 
 
