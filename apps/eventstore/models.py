@@ -6,6 +6,7 @@ from typing import Any, NoReturn
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KeyTextTransform
 
 from apps.eventstore.exceptions import AppendOnlyViolation
 
@@ -44,7 +45,14 @@ class Event(models.Model):
                 fields=["stream_id", "version"], name="event_stream_version_uniq"
             ),
         ]
-        indexes = [models.Index(fields=["type", "position"], name="event_type_position_idx")]
+        indexes = [
+            models.Index(fields=["type", "position"], name="event_type_position_idx"),
+            # Consumer: reading.read_correlated (a todo's related history, the trace of a
+            # correlation id).
+            models.Index(
+                KeyTextTransform("correlation_id", "metadata"), name="event_correlation_idx"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.position} {self.type} {self.stream_type}/{self.stream_id} v{self.version}"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.db.models import TextField
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
 from apps.eventstore.models import Event
@@ -118,6 +119,22 @@ def scan(
         if len(found) < batch:
             return
         after_position = found[-1].position
+
+
+def read_correlated(
+    correlation_ids: Iterable[uuid.UUID], *, limit: int = 1000
+) -> list[RecordedEvent]:
+    """Return up to ``limit`` events sharing any of ``correlation_ids``, in log order: what
+    the commands behind them set off, in every stream (sagas, reminders, notifications)."""
+    wanted = sorted({str(value) for value in correlation_ids})
+    if not wanted:
+        return []
+    rows = (
+        Event.objects.annotate(correlation=KeyTextTransform("correlation_id", "metadata"))
+        .filter(correlation__in=wanted)
+        .order_by("position")[:limit]
+    )
+    return [to_recorded(row) for row in rows]
 
 
 def load_event(event_id: uuid.UUID) -> RecordedEvent:

@@ -38,8 +38,10 @@ def todo_of(owner_id: int, todo_id: uuid.UUID) -> TodoView:
     return view
 
 
-def history_of(owner_id: int, todo_id: uuid.UUID) -> list[RecordedEvent]:
-    """Return the todo's events, oldest first, if the owner created it."""
+def history_of(owner_id: int, todo_id: uuid.UUID, *, related: bool = False) -> list[RecordedEvent]:
+    """Return the todo's events, oldest first, if the owner created it; with ``related``,
+    also what its commands set off elsewhere (its completion saga, reminders cancelled,
+    notifications), every event sharing a correlation id with the todo's, in log order."""
     events = store.read_stream(todo_id)
     if (
         not events
@@ -47,6 +49,8 @@ def history_of(owner_id: int, todo_id: uuid.UUID) -> list[RecordedEvent]:
         or events[0].payload.owner_id != owner_id
     ):
         raise TodoNotFound(todo_id)
+    if related:
+        return store.read_correlated(event.metadata.correlation_id for event in events)
     return events
 
 

@@ -123,3 +123,34 @@ def test_when_the_next_occurrence_fails_for_good_the_reminders_come_back_and_the
     assert letter.kind == "business_rule"
     undone = SagaStep.objects.filter(saga=saga, phase="compensation", status="completed")
     assert list(undone.values_list("step", flat=True)) == ["cancel-reminders", "complete"]
+
+
+def test_a_todos_related_history_shows_its_completion_saga_and_what_it_set_off(
+    alice: Api, bob: Api
+) -> None:
+    todo = alice.create(title="Call mum")
+    reminder = schedule(alice, todo["id"], remind_at=later(minutes=30))["id"]
+    _, saga = complete(alice, todo["id"])
+
+    own = alice.get(f"todos/{todo['id']}/events/").json()
+    related = alice.get(f"todos/{todo['id']}/events/", related="true").json()
+
+    assert [e["type"] for e in own] == ["todo.created", "todo.completed"]
+    assert {e["stream_id"] for e in own} == {todo["id"]}
+    positions = [e["position"] for e in related]
+    assert positions == sorted(positions)
+    by_stream = {(e["stream_type"], e["stream_id"]) for e in related}
+    assert ("saga", str(saga.id)) in by_stream
+    # Its cancellation shares the completion's correlation; its scheduling was a request
+    # of its own, so it isn't in the todo's related history.
+    assert ("reminder", reminder) in by_stream
+    assert "reminder.scheduled" not in {e["type"] for e in related}
+    assert {e["type"] for e in related} >= {
+        "todo.created",
+        "todo.completed",
+        "reminder.cancelled",
+        "saga.started",
+        "saga.completed",
+    }
+    assert alice.get(f"todos/{todo['id']}/events/", related="maybe").status_code == 400
+    assert bob.get(f"todos/{todo['id']}/events/", related="true").status_code == 404

@@ -98,10 +98,20 @@ def view_row(view: Any) -> dict[str, Any]:
     }
 
 
+class HistoryQuerySerializer(serializers.Serializer):
+    related = serializers.BooleanField(
+        default=False,
+        help_text="Also what the todo's commands set off in other streams (its completion "
+        "saga, reminders, notifications): every event sharing a correlation id with its own.",
+    )
+
+
 class EventSerializer(serializers.Serializer):
     event_id = serializers.UUIDField()
     type = serializers.CharField()
-    version = serializers.IntegerField()
+    stream_type = serializers.CharField()
+    stream_id = serializers.UUIDField()
+    version = serializers.IntegerField(help_text="the event's version in its own stream")
     position = serializers.IntegerField()
     occurred_at = serializers.DateTimeField(source="metadata.occurred_at")
     actor_id = serializers.CharField(source="metadata.actor_id", allow_null=True)

@@ -28,6 +28,7 @@ from apps.todos.api.serializers import (
     BulkOutputSerializer,
     BulkRefusedSerializer,
     EventSerializer,
+    HistoryQuerySerializer,
     StatsSerializer,
     TodoInputSerializer,
     TodoOutputSerializer,
@@ -177,10 +178,14 @@ class TodoViewSet(viewsets.GenericViewSet):
         )
         return state_response(state)
 
-    @extend_schema(responses=EventSerializer(many=True))
+    @extend_schema(parameters=[HistoryQuerySerializer], responses=EventSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def events(self, request: Request, todo_id: uuid.UUID) -> Response:
-        history = selectors.history_of(request_user_id(request), todo_id)
+        query = HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        history = selectors.history_of(
+            request_user_id(request), todo_id, related=query.validated_data["related"]
+        )
         return Response(EventSerializer(history, many=True).data)
 
     @extend_schema(responses=StatsSerializer)
