@@ -1,4 +1,5 @@
-"""Unauthenticated endpoints: the front page and the operational ones."""
+"""The front page and the operational endpoints: health and readiness (open to all), and
+the Prometheus metrics (a staff session or the metrics token)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django.views.defaults import page_not_found
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from apps.api.errors import error_body
+from apps.console import metrics as metrics_export
 from apps.console.health import report
 from apps.console.operator import OPERATOR_USERNAME
 
@@ -36,6 +39,21 @@ def ready(request: HttpRequest) -> HttpResponse:
     stores and processes (a worker or beat whose heartbeat is missing or stale)."""
     body = report()
     return _answer(request, body, status=503 if body["failing"] else 200)
+
+
+@never_cache
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics for a staff session or the ``METRICS_TOKEN`` bearer token: 401
+    without credentials, 403 with wrong ones, and not a figure either way."""
+    allowed = metrics_export.may_scrape(request)
+    if allowed is None:
+        response = HttpResponse("authentication required\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    if not allowed:
+        return HttpResponse("forbidden\n", status=403, content_type="text/plain")
+    return HttpResponse(metrics_export.render(), content_type=CONTENT_TYPE_LATEST)
 
 
 def _answer(request: HttpRequest, body: dict[str, object], *, status: int) -> HttpResponse:

@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from apps.eventstore import relay
+from apps.eventstore import rebuild_progress, relay
 
 logger = logging.getLogger(__name__)
 
@@ -24,3 +24,10 @@ def sweep_outbox() -> int:
     if published:
         logger.info("outbox sweep published %d rows", published)
     return published
+
+
+@shared_task(name="backstop.projections.rebuild", ignore_result=True)
+def rebuild_projection(name: str) -> int:
+    """Rebuild projection ``name`` (the console's button), reporting progress as it goes."""
+    report = rebuild_progress.run_rebuild(name)
+    return report.events if report else 0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
+from apps.resilience import outbound
 from apps.resilience.taxonomy import InvalidInput, SecurityViolation, TransientError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -134,6 +135,10 @@ def post(
     against it; the environment's proxies and .netrc are not used (they would resolve the
     host or add credentials of their own), nor are redirects followed.
     """
+    held_back = outbound.capturing()
+    if held_back is not None:  # a dry run: listed, not sent
+        held_back.append({"channel": "webhook", "url": str(target.url), "body": content.decode()})
+        return httpx.Response(202, request=httpx.Request("POST", target.url))
     sni = {"sni_hostname": target.host} if target.url.scheme == "https" else {}
     headers = {**headers, "Host": target.url.netloc.decode("ascii")}
     failure: httpx.TransportError | None = None

@@ -9,135 +9,21 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.db.models.expressions import Combinable
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from apps.eventstore.admin import ReadOnlyMixin
 from apps.eventstore.durations import age_text
+from apps.resilience.admin_dead_letters import DeadLetterAdmin
 from apps.resilience.models import (
     Attempt,
     BreakerTransition,
-    DeadLetter,
-    DeadLetterAction,
     Delivery,
     Escalation,
     ParkedMessage,
 )
-from apps.resilience.services import dead_letters, escalation, ledger
+from apps.resilience.services import escalation, ledger
 
-
-class ActionInline(ReadOnlyMixin, admin.TabularInline):
-    model = DeadLetterAction
-    readonly_fields = ["at", "action", "actor", "notes", "details"]
-    fields = [*readonly_fields]  # every column shown is read-only
-    extra = 0
-
-
-class ParkedInline(ReadOnlyMixin, admin.TabularInline):
-    model = ParkedMessage
-    readonly_fields = ["version", "event_id", "status", "reason", "released_at"]
-    fields = [*readonly_fields]  # every column shown is read-only
-    extra = 0
-
-
-@admin.register(DeadLetter)
-class DeadLetterAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = [
-        "id",
-        "handler",
-        "kind",
-        "severity",
-        "status",
-        "event_type",
-        "attempts",
-        "last_failed_at",
-        "fingerprint",
-    ]
-    list_filter = ["status", "kind", "severity", "handler", "last_failed_at"]
-    search_fields = ["=fingerprint", "=event_id", "=stream_id", "message", "exception_type"]
-    readonly_fields = [f.name for f in DeadLetter._meta.fields]
-    inlines = [ActionInline, ParkedInline]
-    actions = ["retry_selected", "retry_group", "resolve_selected", "discard_selected"]
-    show_full_result_count = False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        """Return whether the user may run the change list's actions; never for one letter.
-
-        A letter changes only through the audited actions below (they ask with no ``obj``),
-        so its own page is view-only and a POST to it is refused (403): saving that form
-        would write the whole row back as loaded, unaudited, undoing a retry or resolve
-        committed meanwhile."""
-        return obj is None and request.user.has_perm("resilience.change_deadletter")
-
-    @admin.action(description="Retry selected dead letters", permissions=["change"])
-    def retry_selected(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
-        self._apply(
-            request, queryset, lambda pk: dead_letters.retry(pk, actor=request.user), "retried"
-        )
-
-    @admin.action(
-        description="Retry every open dead letter of the selected groups", permissions=["change"]
-    )
-    def retry_group(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
-        prints = set(queryset.values_list("fingerprint", flat=True))
-        group = DeadLetter.objects.filter(fingerprint__in=prints, status=DeadLetter.Status.PENDING)
-        self._apply(
-            request, group, lambda pk: dead_letters.retry(pk, actor=request.user), "retried"
-        )
-
-    @admin.action(description="Resolve selected (with notes)", permissions=["change"])
-    def resolve_selected(
-        self, request: HttpRequest, queryset: QuerySet[DeadLetter]
-    ) -> HttpResponse | None:
-        return self._with_notes(request, queryset, "resolve", dead_letters.resolve, "notes")
-
-    @admin.action(description="Discard selected (with a reason)", permissions=["change"])
-    def discard_selected(
-        self, request: HttpRequest, queryset: QuerySet[DeadLetter]
-    ) -> HttpResponse | None:
-        return self._with_notes(request, queryset, "discard", dead_letters.discard, "reason")
-
-    def _with_notes(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[DeadLetter],
-        verb: str,
-        service: Any,
-        arg: str,
-    ) -> HttpResponse | None:
-        notes = request.POST.get("notes", "").strip()
-        if "apply" in request.POST and notes:
-            self._apply(
-                request,
-                queryset,
-                lambda pk: service(pk, actor=request.user, **{arg: notes}),
-                f"{verb}d",
-            )
-            return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{verb.capitalize()} dead letters",
-            "verb": verb,
-            "queryset": queryset,
-            "action": f"{verb}_selected",
-            "missing_notes": "apply" in request.POST,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/resilience/notes_action.html", context)
-
-    def _apply(
-        self, request: HttpRequest, queryset: QuerySet[DeadLetter], call: Any, done: str
-    ) -> None:
-        succeeded, refused = 0, []
-        for pk in queryset.values_list("pk", flat=True):
-            try:
-                call(pk)
-                succeeded += 1
-            except dead_letters.DeadLetterStateError as exc:
-                refused.append(str(exc))
-        self.message_user(request, f"{succeeded} dead letter(s) {done}.", messages.SUCCESS)
-        for reason in refused[:10]:
-            self.message_user(request, reason, messages.WARNING)
+__all__ = ["DeadLetterAdmin", "DeliveryAdmin", "ledger_panel"]
 
 
 class OpenForFilter(admin.SimpleListFilter):
@@ -292,3 +178,6 @@ class EscalationAdmin(ReadOnlyMixin, admin.ModelAdmin):
         for pk in queryset.values_list("pk", flat=True):
             escalation.acknowledge(pk, actor=request.user)
         self.message_user(request, "Acknowledged.", messages.SUCCESS)
+
+
+from apps.resilience import admin_escalation  # noqa: E402, F401

@@ -213,11 +213,11 @@ class CircuitBreaker:
             actor=actor,
         )
 
-    def reset(self, *, actor: User | None = None) -> None:
+    def reset(self, *, actor: User | None = None, reason: str = "manual reset") -> None:
         """Close the breaker now, forgetting failures (an operator's manual reset)."""
         generation = self._generation()
         cache.delete(self._key("forced"))
-        self._leave(generation, self.snapshot().state, State.CLOSED, "manual reset", actor=actor)
+        self._leave(generation, self.snapshot().state, State.CLOSED, reason, actor=actor)
 
     # -- internals -----------------------------------------------------------------------
     def _acquire_or_pass(self) -> Permit:

@@ -160,6 +160,10 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-last_failed_at"]
+        permissions = [
+            ("edit_deadletter_payload", "Can edit a dead letter's payload and retry it"),
+            ("dry_run_deadletter", "Can dry-run a dead letter's handler"),
+        ]
         constraints = [
             # A (handler, event) pair has one dead letter; failing again updates it.
             models.UniqueConstraint(
@@ -221,6 +225,50 @@ class DeadLetterAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} on #{self.dead_letter_id}"
+
+
+class Triage(models.Model):
+    """An operator's handling of one failure group (a fingerprint), from new to resolved."""
+
+    class Status(models.TextChoices):
+        NEW = "new"
+        INVESTIGATING = "investigating"
+        FIX_DEPLOYED = "fix_deployed"
+        REPLAYED = "replayed"
+        RESOLVED = "resolved"
+        WONT_FIX = "wont_fix"
+
+    fingerprint = models.CharField(max_length=40, unique=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    opened_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"triage of {self.fingerprint} ({self.status})"
+
+
+class TriageChange(models.Model):
+    """One change of a triage (status, assignee, a note): its append-only history."""
+
+    triage = models.ForeignKey(Triage, on_delete=models.CASCADE, related_name="changes")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20)
+    from_assignee = models.CharField(max_length=150, blank=True)
+    to_assignee = models.CharField(max_length=150, blank=True)
+    notes = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.triage.fingerprint}: {self.from_status} -> {self.to_status}"
 
 
 class ParkedMessage(models.Model):
@@ -293,6 +341,10 @@ class Escalation(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
     notes = models.TextField(blank=True)
 
     class Meta:
@@ -300,6 +352,13 @@ class Escalation(models.Model):
 
     def __str__(self) -> str:
         return f"escalation ({self.rule}) of {self.fingerprint}"
+
+    @property
+    def status(self) -> str:
+        """Return ``open``, ``acknowledged`` or ``resolved``."""
+        if self.resolved_at is not None:
+            return "resolved"
+        return "open" if self.acknowledged_at is None else "acknowledged"
 
 
 class IdempotencyRecord(models.Model):
@@ -322,3 +381,7 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.key} of user {self.user_id}"
+
+
+# Defined in its own module; imported here so Django finds the model.
+from apps.resilience.escalation_rules import EscalationRule  # noqa: E402, F401

@@ -51,6 +51,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Fields named alike with different choices get names of their own in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "DeadLetterStatusEnum": "apps.resilience.models.DeadLetter.Status",
+    },
     # Every operation documents the error responses it can give, in the one error shape.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -43,6 +43,10 @@ OUTBOX_SWEEP_GRACE_SECONDS = env_float("OUTBOX_SWEEP_GRACE_SECONDS", 2.0, minimu
 
 # --- Logging and errors -------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+# Readable lines while developing, JSON lines for a log collector in production.
+LOG_FORMAT = {"text": "plain", "json": "json"}[
+    env_choice("LOG_FORMAT", "text" if DEBUG else "json", ["text", "json"])
+]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -53,12 +57,14 @@ LOGGING = {
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s%(delivery)s"
-        }
+        },
+        # One JSON object a line, with the delivery's handler, event and correlation id.
+        "json": {"()": "apps.console.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["delivery"],
         },
         "mail_admins": {  # as Django's default: server errors mailed to ADMINS without DEBUG
@@ -195,7 +201,10 @@ DEAD_LETTER_AUTO_RETRY_KINDS = env_choices(
 DEAD_LETTER_AUTO_RETRY_SECONDS = env_float("DEAD_LETTER_AUTO_RETRY_SECONDS", 3600.0, minimum=0)
 DEAD_LETTER_AUTO_RETRY_LIMIT = env_int("DEAD_LETTER_AUTO_RETRY_LIMIT", 3, minimum=0)
 DEAD_LETTER_SWEEP_SECONDS = env_float("DEAD_LETTER_SWEEP_SECONDS", 60.0, above=0)
-# Escalation: who hears about dead letters, and when (critical kinds: at once).
+# How long a failure group may stay untriaged (or triaged but open) before the console flags it.
+DEAD_LETTER_TRIAGE_TARGET_HOURS = env_float("DEAD_LETTER_TRIAGE_TARGET_HOURS", 24.0, above=0)
+# Escalation: who hears about dead letters, and when (critical kinds: at once). Only the seed
+# of the EscalationRule rows (apps.resilience.escalation_rules): edit the rules in the admin.
 ESCALATION_RULES: list[dict[str, Any]] = [
     {"name": "critical at once", "min_severity": "critical", "count": 1, "window_seconds": 3600},
     {"name": "high, repeated", "min_severity": "high", "count": 5, "window_seconds": 900},
@@ -238,3 +247,36 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+
+# --- Retention (apps.console.retention, run by beat and by ``manage.py prune``) ----------
+# How often beat prunes, the rows one statement deletes, and the most one run deletes per
+# table (the next run goes on where it stopped).
+RETENTION_SWEEP_SECONDS = env_float("RETENTION_SWEEP_SECONDS", 3600.0, above=0)
+RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 1000, minimum=1)
+RETENTION_MAX_ROWS_PER_RUN = env_int("RETENTION_MAX_ROWS_PER_RUN", 100_000, minimum=1)
+# Ages after which rows at an end are pruned: published outbox rows, processed marks,
+# succeeded deliveries with their attempts, resolved or discarded dead letters with their
+# actions. Expired idempotency keys (older than their 24 h window) go too.
+OUTBOX_RETENTION_DAYS = env_float("OUTBOX_RETENTION_DAYS", 7.0, above=0)
+PROCESSED_MARK_RETENTION_DAYS = env_float("PROCESSED_MARK_RETENTION_DAYS", 30.0, above=0)
+DELIVERY_RETENTION_DAYS = env_float("DELIVERY_RETENTION_DAYS", 30.0, above=0)
+DEAD_LETTER_RETENTION_DAYS = env_float("DEAD_LETTER_RETENTION_DAYS", 90.0, above=0)
+# A processed mark is what makes a redelivered message a no-op: it must outlive the latest
+# copy that can still arrive, the broker's re-delivery after its visibility timeout plus the
+# ledger's longest re-send back-off (3600 s: apps.resilience.services.ledger's
+# MAX_QUEUED_BACKOFF_SECONDS, which settings can't import; tests/console/test_retention.py
+# holds the two equal).
+LONGEST_REDELIVERY_SECONDS = (
+    float(CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 0))  # type: ignore[arg-type]
+    + 3600.0
+)
+if PROCESSED_MARK_RETENTION_DAYS * 86_400 <= LONGEST_REDELIVERY_SECONDS:
+    raise ImproperlyConfigured(
+        "PROCESSED_MARK_RETENTION_DAYS must be longer than CELERY_VISIBILITY_TIMEOUT plus the"
+        f" ledger's longest back-off ({LONGEST_REDELIVERY_SECONDS:g} s): a message redelivered"
+        " after its processed mark was pruned would take effect twice"
+    )
+
+# --- Metrics (GET /metrics, apps.console.metrics) -----------------------------------------
+# With a token, a scraper sends "Authorization: Bearer <token>"; staff sessions always work.
+METRICS_TOKEN = env_str("METRICS_TOKEN")

@@ -132,6 +132,9 @@ CELERY_TASK_ROUTES = {
     "backstop.dead_letters.*": {"queue": "maintenance"},
     "backstop.deliveries.*": {"queue": "maintenance"},
     "backstop.reminders.*": {"queue": "maintenance"},
+    "backstop.sagas.*": {"queue": "maintenance"},
+    "backstop.projections.*": {"queue": "maintenance"},
+    "backstop.console.*": {"queue": "maintenance"},
 }
 # Poison messages (undecodable bodies, unknown tasks) become dead letters instead of vanishing.
 CELERY_WORKER_CONSUMER = "apps.resilience.consumer:DeadLetteringConsumer"

@@ -30,6 +30,15 @@ def test_health_and_ready_report_every_store_and_process_ok(path: str) -> None:
 
 
 @pytest.mark.usefixtures("processes_alive")
+def test_ready_reports_each_stores_latency_in_milliseconds() -> None:
+    checks = Client().get("/ready/").json()["checks"]
+    assert set(checks) == {"database", "cache", "broker"}
+    for check in checks.values():
+        assert isinstance(check["ms"], int | float)
+        assert 0 <= check["ms"] < 10_000
+
+
+@pytest.mark.usefixtures("processes_alive")
 def test_with_the_cache_down_ready_is_503_naming_it_and_health_stays_200(settings) -> None:
     dead = {
         "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
@@ -46,6 +55,7 @@ def test_with_the_cache_down_ready_is_503_naming_it_and_health_stays_200(setting
         assert "ConnectionError" in body["checks"]["cache"]["error"]
         assert body["checks"]["database"]["ok"] is True
         assert body["checks"]["broker"]["ok"] is True
+        assert all(isinstance(check["ms"], int | float) for check in body["checks"].values())
 
 
 def test_the_schema_and_swagger_ui_are_served_without_a_cdn() -> None:

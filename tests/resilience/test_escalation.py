@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from apps.eventstore.registry import RecordedEvent
 from apps.resilience.classify import classify
+from apps.resilience.escalation_rules import EscalationRule
 from apps.resilience.models import DeadLetter, Delivery, Escalation
 from apps.resilience.services import dead_letters
 from apps.resilience.services.escalation import acknowledge, escalate
@@ -53,6 +54,12 @@ def dead_lettered(job: Job, step: str, times: int = 1) -> DeadLetter:
     wait_for_status("test.scripted", recorded, Delivery.Status.DEAD_LETTERED)
     settle()  # escalation runs after the delivery is marked: let the task finish
     return dead_letter("test.scripted", recorded)
+
+
+def only_rule(**fields: Any) -> EscalationRule:
+    """Deactivate the seeded rules and return a new, active one with ``fields``."""
+    EscalationRule.objects.update(active=False)
+    return EscalationRule.objects.create(**fields)
 
 
 def _raise(exc: Exception) -> None:
@@ -144,9 +151,7 @@ def test_the_operators_hear_of_a_new_failure_group_by_email(settings) -> None:
 
 
 def test_a_group_escalates_when_it_reaches_the_rule_count_within_the_window(settings) -> None:
-    settings.ESCALATION_RULES = [
-        {"name": "medium, thrice", "min_severity": "medium", "count": 3, "window_seconds": 300}
-    ]
+    only_rule(name="medium, thrice", min_severity="medium", count=3, window_seconds=300)
     settings.ESCALATION_CHANNELS = ["mail_admins"]
     settings.ADMINS = ADMINS
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
@@ -172,9 +177,7 @@ def test_a_group_escalates_when_it_reaches_the_rule_count_within_the_window(sett
 def test_dead_letters_older_than_the_window_or_below_the_severity_do_not_count(
     settings,
 ) -> None:
-    settings.ESCALATION_RULES = [
-        {"name": "medium, thrice", "min_severity": "medium", "count": 3, "window_seconds": 300}
-    ]
+    only_rule(name="medium, thrice", min_severity="medium", count=3, window_seconds=300)
     settings.ESCALATION_CHANNELS = ["mail_admins"]
     settings.ADMINS = ADMINS
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

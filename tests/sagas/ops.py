@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 
 from apps.eventstore.relay import DELIVER_TASK
 from apps.resilience import runtime
@@ -47,11 +48,13 @@ def step_row(saga: SagaInstance, step: str, **fields: Any) -> SagaStep:
     return SagaStep.objects.create(saga=saga, step=step, **values)
 
 
-def staff(username: str) -> Api:
-    """Return an API client signed in as a new staff user."""
+def staff(username: str, group: str = "operator") -> Api:
+    """Return an API client signed in as a new staff user of ``group`` ("operator" acts,
+    "viewer" only reads)."""
     api = Api(username)
     api.user.is_staff = True
     api.user.save(update_fields=["is_staff"])
+    api.user.groups.add(Group.objects.get(name=group))
     return api
 
 

@@ -48,9 +48,10 @@ def redis_db_url(url: str, db: int) -> str:
 
 
 # Test runs that may share this machine's PostgreSQL and Redis at once, and the Redis dbs
-# each run's processes may use (one per xdist worker).
-RUN_SLOTS = 3
+# each run's processes may use (one per xdist worker) unless BACKSTOP_TEST_REDIS_DB says.
+RUN_SLOTS = 8
 REDIS_DBS_PER_SLOT = 4
+REDIS_DBS = 16
 _slot_lock: IO[str] | None = None
 
 
@@ -91,6 +92,10 @@ def isolate_redis_per_xdist_worker(settings: Any, worker: str, slot: int = 0) ->
     """
     # BACKSTOP_TEST_REDIS_DB pins the run's first db; otherwise its slot decides.
     first = os.environ.get("BACKSTOP_TEST_REDIS_DB") or str(1 + slot * REDIS_DBS_PER_SLOT)
+    if int(first) + REDIS_DBS_PER_SLOT > REDIS_DBS:
+        raise pytest.UsageError(
+            f"no Redis db is left for test run {slot}: set BACKSTOP_TEST_REDIS_DB"
+        )
     db = int(first) + int(worker.removeprefix("gw") or 0)
     url = redis_db_url(settings.REDIS_URL, db)
     settings.REDIS_URL = url

@@ -291,6 +291,8 @@ class FailureGroup(TypedDict):
     exception_type: str
     count: int
     handlers: int
+    handler: str  # the first by name, when several
+    first_seen: datetime | None
     latest: datetime | None
     critical: int
 
@@ -304,6 +306,8 @@ def groups(*, status: tuple[str, ...] = OPEN) -> list[FailureGroup]:
         .annotate(
             count=Count("pk"),
             handlers=Count("handler", distinct=True),
+            handler=Min("handler"),
+            first_seen=Min("first_failed_at"),
             latest=Max("last_failed_at"),
             critical=Count("pk", filter=Q(severity="critical")),
         )

@@ -1,9 +1,11 @@
-"""Escalation: rules by severity, kind and count-in-window decide who hears of dead letters."""
+"""Escalation: rules by severity, kind, count-in-window and backlog depth decide who hears
+of dead letters, and by which channels. The rules are ``EscalationRule`` rows (the admin
+edits them); the ``ESCALATION_RULES`` setting only seeds them."""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.eventstore.store import lock_for_transaction
+from apps.resilience.escalation_rules import EscalationRule
 from apps.resilience.models import DeadLetter, Escalation
 from apps.resilience.taxonomy import Severity
 
@@ -32,78 +35,95 @@ def report_to_sentry(exc: BaseException, letter: DeadLetter) -> None:
 
 
 def escalate(letter: DeadLetter) -> Escalation | None:
-    """Apply the first matching rule of ``ESCALATION_RULES`` to a new dead letter.
+    """Apply the first matching active ``EscalationRule`` to a new dead letter.
 
     A group (fingerprint) is escalated once per rule and window until acknowledged; the
     check and the insert run under a lock of the group, so concurrent dead letters of one
-    group can't both escalate it.
+    group can't both escalate it. A rule with a depth threshold escalates once per window
+    whatever the group: it is about the whole backlog, and holds a lock of its own.
     """
     with transaction.atomic():
         lock_for_transaction(f"escalate:{letter.fingerprint}")
-        escalation = _first_matching_rule(letter)
-    if escalation is not None:
-        _notify(escalation, letter)
+        found = _first_matching_rule(letter)
+    if found is None:
+        return None
+    escalation, rule = found
+    _notify(escalation, letter, rule.target_url)
     return escalation
 
 
-def _first_matching_rule(letter: DeadLetter) -> Escalation | None:
+def _first_matching_rule(letter: DeadLetter) -> tuple[Escalation, EscalationRule] | None:
     now = timezone.now()
-    for rule in settings.ESCALATION_RULES:
+    for rule in EscalationRule.objects.filter(active=True):
         if not _applies(rule, letter):
             continue
-        since = now - timedelta(seconds=rule["window_seconds"])
+        since = now - timedelta(seconds=rule.window_seconds)
         count = DeadLetter.objects.filter(
             fingerprint=letter.fingerprint, last_failed_at__gte=since
         ).count()
-        if count < rule["count"]:
+        if count < rule.count or not _deep_enough(rule):
             continue
-        if Escalation.objects.filter(
-            fingerprint=letter.fingerprint,
-            rule=rule["name"],
-            acknowledged_at__isnull=True,
-            created_at__gte=since,
-        ).exists():
+        if _cooling_down(rule, letter, since):
             return None
         escalation = Escalation.objects.create(
-            rule=rule["name"],
+            rule=rule.name,
             dead_letter=letter,
             fingerprint=letter.fingerprint,
             kind=letter.kind,
             severity=letter.severity,
             count=count,
-            channels=list(settings.ESCALATION_CHANNELS),
+            channels=rule.effective_channels,
         )
-        return escalation
+        return escalation, rule
     return None
 
 
-def _applies(rule: dict[str, Any], letter: DeadLetter) -> bool:
-    if Severity(letter.severity).rank < Severity(rule["min_severity"]).rank:
+def _applies(rule: EscalationRule, letter: DeadLetter) -> bool:
+    if Severity(letter.severity).rank < Severity(rule.min_severity).rank:
         return False
-    return not rule.get("kinds") or letter.kind in rule["kinds"]
+    return not rule.kinds or letter.kind in rule.kinds
 
 
-def _notify(escalation: Escalation, letter: DeadLetter) -> None:
+def _deep_enough(rule: EscalationRule) -> bool:
+    """Return whether more dead letters are open than the rule's depth threshold (if any)."""
+    if rule.open_letters_above is None:
+        return True
+    return DeadLetter.objects.filter(status__in=DeadLetter.OPEN).count() > rule.open_letters_above
+
+
+def _cooling_down(rule: EscalationRule, letter: DeadLetter, since: datetime) -> bool:
+    """Return whether the rule escalated this group (any group, for a depth rule) within
+    the window and nobody has acknowledged it yet."""
+    recent = Escalation.objects.filter(
+        rule=rule.name, acknowledged_at__isnull=True, created_at__gte=since
+    )
+    if rule.open_letters_above is None:
+        return recent.filter(fingerprint=letter.fingerprint).exists()
+    lock_for_transaction(f"escalate-rule:{rule.pk}")
+    return recent.exists()
+
+
+def _notify(escalation: Escalation, letter: DeadLetter, webhook_url: str) -> None:
     subject = (
         f"[Backstop] {letter.severity} {letter.kind} in {letter.handler} ({escalation.count}x)"
     )
     body = f"{letter.exception_type}: {letter.message}\n\n#{letter.pk} ({escalation.rule})."
     for channel in escalation.channels:
         try:
-            _send(channel, subject, body, letter)
+            _send(channel, subject, body, letter, webhook_url)
         except Exception:  # one channel failing must not hide the escalation from the others
             logger.exception("escalation channel %s failed", channel)
 
 
-def _send(channel: str, subject: str, body: str, letter: DeadLetter) -> None:
+def _send(channel: str, subject: str, body: str, letter: DeadLetter, webhook_url: str) -> None:
     if channel == "log":
         logger.error("ESCALATION %s — %s", subject, body)
     elif channel == "mail_admins" and (recipients := operators_emails()):
         prefixed = f"{settings.EMAIL_SUBJECT_PREFIX}{subject}"
         send_mail(prefixed, body, settings.SERVER_EMAIL, recipients, fail_silently=False)
-    elif channel == "webhook" and settings.ESCALATION_WEBHOOK_URL:
+    elif channel == "webhook" and webhook_url:
         payload = {"subject": subject, "dead_letter": letter.pk, "kind": letter.kind}
-        httpx.post(settings.ESCALATION_WEBHOOK_URL, json=payload, timeout=5).raise_for_status()
+        httpx.post(webhook_url, json=payload, timeout=5).raise_for_status()
     # "sentry": every dead letter already went to Sentry when it was written.
 
 
@@ -129,4 +149,25 @@ def acknowledge(escalation_id: int, *, actor: Any, notes: str = "") -> Escalatio
         escalation.acknowledged_by = actor
         escalation.notes = notes
         escalation.save(update_fields=["acknowledged_at", "acknowledged_by", "notes"])
+    return escalation
+
+
+def resolve(escalation_id: int, *, actor: Any, notes: str = "") -> Escalation:
+    """Record that the escalation's cause is dealt with (acknowledging it too, if need be)."""
+    escalation = Escalation.objects.get(pk=escalation_id)
+    if escalation.resolved_at is None:
+        now = timezone.now()
+        escalation.acknowledged_at = escalation.acknowledged_at or now
+        escalation.acknowledged_by = escalation.acknowledged_by or actor
+        escalation.resolved_at, escalation.resolved_by = now, actor
+        escalation.notes = "\n".join(filter(None, [escalation.notes, notes]))
+        escalation.save(
+            update_fields=[
+                "acknowledged_at",
+                "acknowledged_by",
+                "resolved_at",
+                "resolved_by",
+                "notes",
+            ]
+        )
     return escalation

@@ -15,10 +15,10 @@ from typing import Any
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.api.permissions import StaffReadOperatorsAct
 from apps.api.users import request_user
 from apps.sagas import selectors, services
 from apps.sagas.api.pagination import NewestSagasFirst
@@ -35,7 +35,8 @@ from apps.sagas.models import SagaInstance
 class SagaViewSet(viewsets.GenericViewSet):
     # Every saga, newest first, fifty to a page; staff only.
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffReadOperatorsAct]
+    operator_permission = "sagas.change_sagainstance"
     serializer_class = SagaSerializer
     pagination_class = NewestSagasFirst
     lookup_field = "id"

@@ -1,0 +1,1 @@
+"""The ops API of the console: dead letters, their groups and escalations (staff only)."""
