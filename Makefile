@@ -62,7 +62,9 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# tests/browser drive the admin in Debian's chromium: bin/ensure-browser installs it when missing.
 test: install services lint
+	bin/ensure-browser
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" \
 	  $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile

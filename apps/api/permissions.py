@@ -11,11 +11,13 @@ from rest_framework.request import Request
 class StaffReadOperatorsAct(IsAdminUser):
     """Staff may read (401 without credentials, 403 for anyone else); a command (any
     unsafe method) also needs the view's ``operator_permission``, which the "operator"
-    group holds and the "viewer" group doesn't, as in the console."""
+    group holds and the "viewer" group doesn't, as in the console; an action named in the
+    view's ``action_permissions`` needs that permission instead."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if not super().has_permission(request, view):
             return False
         if request.method in SAFE_METHODS:
             return True
-        return bool(request.user.has_perm(view.operator_permission))
+        needed = getattr(view, "action_permissions", {}).get(view.action, view.operator_permission)
+        return bool(request.user.has_perm(needed))

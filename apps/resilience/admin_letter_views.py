@@ -13,7 +13,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -28,6 +28,9 @@ ACT = "resilience.change_deadletter"
 TRIAGE = "resilience.change_triage"
 EDIT = "resilience.edit_deadletter_payload"
 DRY_RUN = "resilience.dry_run_deadletter"
+
+# What each group action did, as its message says it.
+DONE = {"retry": "retried", "resolve": "resolved", "discard": "discarded"}
 
 
 def _require(request: HttpRequest, perm: str) -> None:
@@ -93,8 +96,8 @@ class DeadLetterConsoleMixin(admin.ModelAdmin):
         """Retry at once; resolve and discard after a confirmation page with notes."""
         _require(request, ACT)
         verb, notes = request.POST.get("verb", ""), request.POST.get("notes", "").strip()
-        if verb not in ("retry", "resolve", "discard"):
-            raise PermissionDenied
+        if verb not in DONE:
+            return HttpResponseBadRequest("verb must be retry, resolve or discard")
         if verb != "retry" and ("confirm" not in request.POST or not notes):
             letters = DeadLetter.objects.filter(fingerprint=fingerprint, status__in=DeadLetter.OPEN)
             return self._page(
@@ -108,7 +111,9 @@ class DeadLetterConsoleMixin(admin.ModelAdmin):
             )
         outcome = self._act(request, verb, fingerprint, notes)
         if outcome is not None:
-            self.message_user(request, f"{outcome.done} dead letter(s) {verb}d.", messages.SUCCESS)
+            self.message_user(
+                request, f"{outcome.done} dead letter(s) {DONE[verb]}.", messages.SUCCESS
+            )
             for reason in outcome.refused[:10]:
                 self.message_user(request, reason, messages.WARNING)
         return HttpResponseRedirect(reverse("admin:resilience_deadletter_groups"))

@@ -7,8 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect
+from django.urls import URLPattern, path, reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_POST
 
 from apps.eventstore.admin import ReadOnlyMixin
 from apps.sagas import services
@@ -49,6 +54,46 @@ class SagaInstanceAdmin(ReadOnlyMixin, admin.ModelAdmin):
     inlines = [StepInline, SagaActionInline]
     actions = ["resume_selected", "compensate_selected"]
     show_full_result_count = False
+
+    def get_urls(self) -> list[URLPattern]:
+        """Add the saga page's Resume and Compensate buttons' URL."""
+        act = path(
+            "<uuid:saga_id>/act/",
+            self.admin_site.admin_view(self.act_view),
+            name="sagas_sagainstance_act",
+        )
+        return [act, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """Show the saga's page with its buttons, for those who may use them."""
+        buttons = {"can_act": request.user.has_perm("sagas.change_sagainstance")}
+        return super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), **buttons}
+        )
+
+    @method_decorator(require_POST)
+    def act_view(self, request: HttpRequest, saga_id: uuid.UUID) -> HttpResponse:
+        """Resume or compensate one saga from its page (``action`` and ``notes`` posted)."""
+        if not request.user.has_perm("sagas.change_sagainstance"):
+            raise PermissionDenied
+        commands = {"resume": services.resume, "compensate": services.compensate}
+        command = commands.get(request.POST.get("action", ""))
+        if command is None:
+            return HttpResponseBadRequest("action must be resume or compensate")
+        notes = request.POST.get("notes", "").strip()[:2000]
+        try:
+            saga = command(saga_id, actor=request.user, notes=notes)
+        except (services.SagaStateError, services.SagaNotFound) as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.message_user(request, f"Saga {saga.pk} is {saga.state}.", messages.SUCCESS)
+        return redirect(reverse("admin:sagas_sagainstance_change", args=[saga_id]))
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         """Return whether the user may run the change list's actions; never for one saga.

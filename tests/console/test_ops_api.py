@@ -17,11 +17,12 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.eventstore import store
+from apps.eventstore.models import Event
 from apps.eventstore.registry import RecordedEvent
 from apps.resilience.breakers import CircuitBreaker, State
 from apps.resilience.models import BreakerTransition, DeadLetter, Escalation
 from apps.todos.events import TodoCreated
-from tests.resilience.conftest import make_letter
+from tests.resilience.conftest import make_letter, request_job
 from tests.resilience.handlers import JobRequested
 from tests.sagas.ops import staff
 from tests.support.api import Api
@@ -256,3 +257,23 @@ def test_projections_show_their_lag_and_a_rebuild_is_queued_once(olivia: Api) ->
     refused = olivia.post("ops/projections/todos/rebuild/", {})
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "rule_violated")
     assert olivia.post("ops/projections/nothing/rebuild/", {}).status_code == 404
+
+
+def test_a_dry_run_through_the_api_reports_what_the_handler_would_do_and_keeps_nothing(
+    olivia: Api,
+) -> None:
+    found = make_letter("test.scripted", request_job("api-dry"))
+    events_before = Event.objects.count()
+    viewer = staff("victor", group="viewer")
+    assert viewer.post(f"ops/dead-letters/{found.pk}/dry-run/", {}).status_code == 403
+
+    response = olivia.post(f"ops/dead-letters/{found.pk}/dry-run/", {})
+
+    assert response.status_code == 200, response.json()
+    report = response.json()
+    assert (report["succeeded"], report["handler"]) == (True, "test.scripted")
+    assert [event["type"] for event in report["events"]] == ["test.effect.recorded"]
+    assert report["writes"]["eventstore_event"]["inserted"] == 1
+    assert Event.objects.count() == events_before  # rolled back
+    assert DeadLetter.objects.get(pk=found.pk).status == "pending"
+    assert olivia.post("ops/dead-letters/999999/dry-run/", {}).status_code == 404

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, Group
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
@@ -174,3 +174,39 @@ def test_compensating_from_the_console_undoes_a_running_sagas_steps(
         message="the saga compensated",
     )
     assert effects("reserve.undo", name) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("inline_worker")
+def test_a_sagas_own_page_resumes_it_for_an_operator_and_shows_a_viewer_no_buttons(
+    console: Client, olivia: AbstractBaseUser
+) -> None:
+    name = f"trip-{uuid.uuid4()}"
+    failed = failed_trip(name)
+    act = reverse("admin:sagas_sagainstance_act", args=[failed.pk])
+    viewer = get_user_model().objects.create_user("victor", is_staff=True)
+    viewer.groups.add(Group.objects.get(name="viewer"))
+    watching = Client()
+    watching.force_login(viewer)
+
+    assert act in console.get(change_page(failed)).content.decode()
+    assert watching.get(change_page(failed)).status_code == 200
+    assert act not in watching.get(change_page(failed)).content.decode()
+    assert watching.post(act, {"action": "resume"}).status_code == 403
+    assert console.post(act, {"action": "explode"}).status_code == 400
+
+    page = console.post(act, {"action": "resume", "notes": "the hotel answers"}, follow=True)
+
+    assert ("success", f"Saga {failed.pk} is compensating.") in notices(page)
+    [resumed] = SagaAction.objects.filter(saga=failed)
+    assert (resumed.action, resumed.actor, resumed.notes) == (
+        "resumed",
+        olivia,
+        "the hotel answers",
+    )
+    wait_until(
+        lambda: SagaInstance.objects.filter(pk=failed.pk, state="compensated").exists(),
+        message="the saga compensated",
+    )
+    again = console.post(act, {"action": "resume"}, follow=True)
+    assert any(level == "warning" for level, _ in notices(again))

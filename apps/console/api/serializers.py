@@ -174,3 +174,22 @@ class ProjectionSerializer(serializers.Serializer):
     last_error_id = serializers.IntegerField(
         source="last_error.pk", allow_null=True, help_text="its live handler's newest dead letter"
     )
+
+
+class DryRunSerializer(serializers.Serializer):
+    dead_letter_id = serializers.IntegerField()
+    handler = serializers.CharField()
+    succeeded = serializers.BooleanField()
+    writes = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()),
+        help_text="rows it would have inserted, updated and deleted, by table",
+    )
+    events = serializers.ListField(
+        child=serializers.DictField(), help_text="events it would have appended"
+    )
+    outbound = serializers.ListField(
+        child=serializers.DictField(), help_text="email and webhooks it would have sent"
+    )
+    already_processed = serializers.BooleanField()
+    error_kind = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True)

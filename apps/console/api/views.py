@@ -29,6 +29,7 @@ from apps.console.api.serializers import (
     DeadLetterDetailSerializer,
     DeadLetterFilterSerializer,
     DeadLetterSerializer,
+    DryRunSerializer,
     EmptySerializer,
     EscalationFilterSerializer,
     EscalationSerializer,
@@ -46,6 +47,7 @@ from apps.resilience.breaker_status import breaker_status, breaker_statuses, kno
 from apps.resilience.breakers import CircuitBreaker
 from apps.resilience.models import BreakerTransition, DeadLetter, Escalation
 from apps.resilience.services import dead_letters, escalation
+from apps.resilience.services import dry_run as dry_runs
 from apps.resilience.taxonomy import BusinessRuleViolation
 
 
@@ -63,6 +65,7 @@ class DeadLetterViewSet(viewsets.GenericViewSet):
 
     permission_classes = [StaffReadOperatorsAct]
     operator_permission = "resilience.change_deadletter"
+    action_permissions = {"dry_run": "resilience.dry_run_deadletter"}
     serializer_class = DeadLetterSerializer
     pagination_class = LatestFailureFirst
     lookup_url_kwarg = "dead_letter_id"
@@ -105,6 +108,15 @@ class DeadLetterViewSet(viewsets.GenericViewSet):
             dead_letters.discard, _found(dead_letter_id), actor=request_user(request), reason=reason
         )
         return _letter(dead_letter_id)
+
+    @extend_schema(request=EmptySerializer, responses=DryRunSerializer)
+    @action(detail=True, methods=["post"], url_path="dry-run")
+    def dry_run(self, request: Request, dead_letter_id: int) -> Response:
+        """Run the letter's handler in a transaction that is rolled back; answer what it
+        would have written and sent (nothing is kept, nothing goes out)."""
+        _body(request, EmptySerializer)
+        report = dry_runs.dry_run(_found(dead_letter_id))
+        return Response(DryRunSerializer(report).data)
 
 
 class FailureGroupViewSet(viewsets.GenericViewSet):
