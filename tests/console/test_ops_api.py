@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -254,6 +255,11 @@ def test_projections_show_their_lag_and_a_rebuild_is_queued_once(olivia: Api) ->
 
     assert queued.status_code == 202
     assert queued.json()["rebuild"]["status"] == "queued"
+    [logged] = LogEntry.objects.filter(object_id="todos")
+    assert (logged.user, logged.change_message) == (
+        olivia.user,
+        "rebuild requested from the ops API",
+    )
     refused = olivia.post("ops/projections/todos/rebuild/", {})
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "rule_violated")
     assert olivia.post("ops/projections/nothing/rebuild/", {}).status_code == 404

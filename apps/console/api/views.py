@@ -40,8 +40,8 @@ from apps.console.api.serializers import (
     ReasonSerializer,
 )
 from apps.console.ops_admin.breakers import apply_action
-from apps.console.ops_admin.projections import projection_row
-from apps.eventstore import projections, rebuild_progress
+from apps.console.ops_admin.projections import projection_row, request_rebuild
+from apps.eventstore import projections
 from apps.eventstore.models import ProjectionState
 from apps.resilience.breaker_status import breaker_status, breaker_statuses, known_breakers
 from apps.resilience.breakers import CircuitBreaker
@@ -230,7 +230,7 @@ class ProjectionViewSet(viewsets.GenericViewSet):
         _body(request, EmptySerializer)
         if name not in projections.names():
             raise selectors.ProjectionNotFound(name)
-        if not rebuild_progress.queue_rebuild(name):
+        if not request_rebuild(name, actor=request_user(request), via="the ops API"):
             raise RefusedByState(f"{name} is already being rebuilt: wait for it to finish")
         row = projection_row(name, selectors.log_head())
         return Response(ProjectionSerializer(row).data, status=202)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -60,6 +61,23 @@ def projection_row(name: str, head: int) -> dict[str, Any]:
     }
 
 
+def request_rebuild(name: str, *, actor: Any, via: str) -> bool:
+    """Queue a rebuild of projection ``name`` and record who asked, in Django's admin log
+    (actor, projection, time, from where); ``False`` (nothing queued or logged) while
+    another is queued or running."""
+    if not rebuild_progress.queue_rebuild(name):
+        return False
+    state, _ = ProjectionState.objects.get_or_create(name=name)
+    LogEntry.objects.log_actions(
+        actor.pk,
+        [state],
+        CHANGE,
+        change_message=f"rebuild requested from {via}",
+        single_object=True,
+    )
+    return True
+
+
 def _latest_dead_letter(name: str) -> DeadLetter | None:
     """Return the newest dead letter of the projection's live handler (``<name>.projection``)."""
     return DeadLetter.objects.filter(handler=f"{name}.projection").first()
@@ -70,7 +88,7 @@ def _rebuild(request: HttpRequest) -> HttpResponse:
     name = request.POST.get("name", "")
     if name not in projections.names():
         return HttpResponseBadRequest("unknown projection")
-    if not rebuild_progress.queue_rebuild(name):
+    if not request_rebuild(name, actor=request.user, via="the console"):
         messages.error(request, f"{name} is already being rebuilt: wait for it to finish.")
         return redirect(request.path)
     messages.success(request, f"Rebuild of {name} queued.")
