@@ -63,6 +63,8 @@ class _WriteCounter:
         self.rows: dict[str, dict[str, int]] = {}
 
     def _read(self) -> dict[str, tuple[int, int, int]]:
+        if connection.vendor != "postgresql":  # the embedded default (SQLite) keeps no counts
+            return {}
         with connection.cursor() as cursor:
             cursor.execute(self.SQL)
             return {name: (ins, upd, dele) for name, ins, upd, dele in cursor.fetchall()}
