@@ -13,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backstop
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install install-runtime run changepassword test lint format lock bench services clean
+.PHONY: install install-runtime run changepassword test lint format lock bench chaos services clean
 
 install: $(STAMP)
 
@@ -81,3 +81,7 @@ clean:
 bench: install services
 	bin/ensure-bench-tools
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
+
+# Fault injection against the real processes (tests/chaos/README.md); not part of `make test`.
+chaos: install services
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.chaos $(if $(QUICK),--quick,)

@@ -1,0 +1,1 @@
+"""The chaos suite: drive the real processes from outside, inject faults, then count."""

@@ -1,0 +1,52 @@
+"""Wait until a run is drained: nothing left to publish, deliver, run or fire."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from django.db import connection
+from django.utils import timezone
+
+from apps.eventstore.models import OutboxMessage
+from apps.reminders.models import ReminderState
+from apps.resilience.models import Delivery
+from apps.sagas.models import SagaInstance
+from tests.chaos.processes import QUEUES
+
+OPEN = [
+    Delivery.Status.QUEUED,
+    Delivery.Status.RUNNING,
+    Delivery.Status.RETRYING,
+    Delivery.Status.DEFERRED,
+]
+
+
+def pending(redis_url: str) -> dict[str, int]:
+    """Return what is still left to do, by kind (all zero when drained)."""
+    broker = redis.Redis.from_url(redis_url)
+    left = {
+        "outbox": OutboxMessage.objects.filter(published_at=None).count(),
+        "deliveries": Delivery.objects.filter(status__in=OPEN).count(),
+        "sagas": SagaInstance.objects.filter(state__in=SagaInstance.ACTIVE).count(),
+        "reminders_due": ReminderState.objects.filter(
+            status="pending", remind_at__lte=timezone.now()
+        ).count(),
+        "queued_messages": sum(broker.llen(q) for q in QUEUES.split(",")),
+    }
+    connection.close()  # a fresh connection each poll: the database may have restarted
+    return left
+
+
+def drain(redis_url: str, deadline_seconds: float) -> tuple[float, dict[str, int]]:
+    """Poll until nothing is pending (or reminders not yet due remain); return the seconds
+    it took and what was left (empty when drained before the deadline)."""
+    started = time.monotonic()
+    while True:
+        left = {k: v for k, v in pending(redis_url).items() if v}
+        future = ReminderState.objects.filter(status="pending").exists()
+        if not left and not future:
+            return round(time.monotonic() - started, 1), {}
+        if time.monotonic() - started > deadline_seconds:
+            return round(time.monotonic() - started, 1), left or {"reminders_not_due": 1}
+        time.sleep(1)

@@ -1,0 +1,136 @@
+"""Commands sent through the HTTP API, each with a client-generated id the harness counts by.
+
+Every command carries ``X-Request-ID: <id>`` (it becomes the metadata of the events it
+records) and a create carries ``Idempotency-Key: <id>`` too, so a create that got no
+answer is sent again safely. The outcome of each is kept: acknowledged (2xx), rejected
+(4xx), or failed (5xx or no answer).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+# Kinds of command and how often each is sent.
+MIX = {"create": 40, "update": 25, "complete": 20, "reminder": 15}
+RECURRING_SHARE = 0.2
+CREATE_ATTEMPTS = 3
+
+
+@dataclass
+class Command:
+    """One command and what became of it."""
+
+    id: str
+    kind: str
+    status: int | None = None
+    stream_id: str | None = None  # the todo (or reminder) the command acted on or created
+    error: str = ""
+
+    @property
+    def outcome(self) -> str:
+        if self.status is not None and 200 <= self.status < 300:
+            return "acknowledged"
+        if self.status is not None and 400 <= self.status < 500:
+            return "rejected"
+        return "failed"
+
+
+class Load:
+    """Send ``n`` commands over ``threads`` connections; keep every command's outcome."""
+
+    def __init__(self, base_url: str, token: str, seed: int, per_second: float) -> None:
+        self.base_url, self.token = base_url, token
+        # Paced, so the faults of a scenario land while commands still flow.
+        self.interval = 1 / per_second
+        self.started = time.monotonic()
+        self.sent = 0
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.open: list[str] = []  # todos created and not yet sent a completion
+        self.commands: list[Command] = []
+
+    def run(self, n: int, threads: int = 4) -> list[Command]:
+        per_thread = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(self._thread, per_thread))
+        return self.commands
+
+    def _thread(self, count: int) -> None:
+        headers = {"Authorization": f"Token {self.token}"}
+        with httpx.Client(base_url=self.base_url, headers=headers, timeout=15) as client:
+            for _ in range(count):
+                command = self._next()
+                self._send(client, command)
+                with self.lock:
+                    self.commands.append(command)
+
+    def _next(self) -> Command:
+        with self.lock:
+            wait = self.started + self.sent * self.interval - time.monotonic()
+            self.sent += 1
+        time.sleep(max(0.0, wait))
+        with self.lock:
+            kind = self.rng.choices(list(MIX), weights=list(MIX.values()))[0]
+            if kind != "create" and not self.open:
+                kind = "create"
+            command = Command(id=str(uuid.uuid4()), kind=kind)
+            if kind == "complete":
+                command.stream_id = self.open.pop(self.rng.randrange(len(self.open)))
+            elif kind != "create":
+                command.stream_id = self.rng.choice(self.open)
+            return command
+
+    def _send(self, client: httpx.Client, command: Command) -> None:
+        headers = {"X-Request-ID": command.id}
+        attempts = CREATE_ATTEMPTS if command.kind == "create" else 1
+        for _ in range(attempts):
+            try:
+                response = self._request(client, command, headers)
+            except httpx.HTTPError as exc:
+                command.error = f"{type(exc).__name__}: {exc}"
+                continue
+            command.status = response.status_code
+            if response.status_code < 500:
+                break
+            command.error = response.text[:300]
+        if command.kind == "create" and command.outcome == "acknowledged":
+            command.stream_id = response.json()["id"]
+            with self.lock:
+                self.open.append(command.stream_id)
+
+    def _request(
+        self, client: httpx.Client, command: Command, headers: dict[str, str]
+    ) -> httpx.Response:
+        todo = f"/api/v1/todos/{command.stream_id}/"
+        if command.kind == "create":
+            return client.post(
+                "/api/v1/todos/",
+                json=self._todo_body(command),
+                headers={**headers, "Idempotency-Key": command.id},
+            )
+        if command.kind == "update":
+            body = {"title": f"chaos update {command.id[:8]}"}
+            return client.patch(todo, json=body, headers=headers)
+        if command.kind == "complete":
+            return client.post(f"{todo}complete/", headers=headers)
+        remind_at = datetime.now(tz=UTC) + timedelta(seconds=self.rng.uniform(3, 20))
+        body: dict[str, Any] = {"remind_at": remind_at.isoformat(), "channels": ["email"]}
+        return client.post(f"{todo}reminders/", json=body, headers=headers)
+
+    def _todo_body(self, command: Command) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "title": f"chaos {command.id[:8]}",
+            "due_at": (datetime.now(tz=UTC) + timedelta(days=1)).isoformat(),
+        }
+        if self.rng.random() < RECURRING_SHARE:
+            body["recurrence"] = "daily"
+        return body

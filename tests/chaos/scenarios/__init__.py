@@ -1,0 +1,1 @@
+"""One module per chaos scenario, each with ``run(cluster, token, *, quick, seed)``."""
