@@ -18,7 +18,7 @@ from apps.eventstore.models import Event
 from apps.eventstore.subscriptions import subscribers
 from apps.resilience.models import DeadLetter, Delivery
 from apps.todos.models import TodoView
-from tests.chaos.handlers import EFFECT_STREAM_TYPE, NAME, effect_stream
+from tests.chaos.effects import EFFECT_STREAM_TYPE, NAME, effect_stream
 from tests.chaos.load import Command
 
 TERMINAL = {Delivery.Status.SUCCEEDED, Delivery.Status.DEAD_LETTERED, Delivery.Status.PARKED}

@@ -17,20 +17,12 @@ from apps.eventstore.registry import DomainEvent, RecordedEvent, event
 from apps.eventstore.store import CommandContext
 from apps.eventstore.subscriptions import handles
 from apps.todos.events import TodoCreated
-
-NAME = "chaos.slow-effect"
-EFFECT_STREAM_TYPE = "chaos.effect"
-_EFFECTS = uuid.UUID("0d7c6a52-2f51-4c39-9a7e-5b7d0c6c1e21")
+from tests.chaos.effects import EFFECT_STREAM_TYPE, NAME, effect_stream
 
 
 @event("chaos.effect.recorded")
 class EffectRecorded(DomainEvent):
     source: uuid.UUID
-
-
-def effect_stream(event_id: uuid.UUID) -> uuid.UUID:
-    """Return the id of the stream holding this handler's effects for ``event_id``."""
-    return uuid.uuid5(_EFFECTS, str(event_id))
 
 
 def delay_of(event_id: uuid.UUID) -> float:

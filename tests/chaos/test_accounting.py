@@ -1,0 +1,88 @@
+"""The chaos harness's counting can fail: a clean run counts nothing wrong, and each kind of
+damage (a delivery that never ended, a command acknowledged with no event, a read-model row
+too many, a rejected command that took effect) is counted where it belongs.
+
+The run is made in-process (``inline_worker``) through the API, then damaged by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from apps.eventstore import projections
+from apps.resilience.models import Delivery
+from apps.todos.models import TodoView
+from tests.chaos.accounting import Report, account
+from tests.chaos.load import Command
+from tests.support.api import Api
+from tests.todos.conftest import projected
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
+
+
+def created(api: Api, count: int) -> list[Command]:
+    """Create ``count`` todos through the API, each request with its command id; wait for
+    the read model to have them."""
+    commands = []
+    for number in range(count):
+        command = Command(id=str(uuid.uuid4()), kind="create")
+        response = api.post("todos/", {"title": f"Chaos {number}"}, **{"X-Request-ID": command.id})
+        command.status, command.stream_id = response.status_code, response.json()["id"]
+        projected(command.stream_id, 1)
+        commands.append(command)
+    return commands
+
+
+def counts(report: Report) -> tuple[int, int, int]:
+    return report.lost, report.duplicated, report.unaccounted
+
+
+def test_a_clean_run_counts_nothing_wrong(alice: Api) -> None:
+    report = account(created(alice, 3))
+
+    assert counts(report) == (0, 0, 0), report.problems
+    assert report.outcomes == {"acknowledged": 3}
+    assert report.handler_runs >= 3
+
+
+def test_a_delivery_that_never_ended_is_lost(alice: Api) -> None:
+    commands = created(alice, 2)
+    Delivery.objects.filter(handler="todos.projection").order_by("id").first().delete()
+
+    report = account(commands)
+
+    assert report.lost == 1, report.problems
+    assert "no terminal delivery" in " ".join(report.problems)
+
+
+def test_an_acknowledged_command_with_no_event_is_lost(alice: Api) -> None:
+    commands = created(alice, 1)
+    ghost = Command(id=str(uuid.uuid4()), kind="create", status=201, stream_id=str(uuid.uuid4()))
+
+    report = account([*commands, ghost])
+
+    assert report.lost == 1, report.problems
+    assert ghost.id in " ".join(report.problems)
+
+
+def test_a_read_model_row_too_many_is_duplicated(alice: Api) -> None:
+    commands = created(alice, 1)
+    row = TodoView.objects.get(todo_id=commands[0].stream_id)
+    row.pk, row.todo_id = None, uuid.uuid4()  # a row of no todo stream
+    row.generation = projections.current_generation("todos")
+    row.save()
+
+    report = account(commands)
+
+    assert report.duplicated == 1, report.problems
+
+
+def test_a_rejected_command_that_took_effect_is_unaccounted(alice: Api) -> None:
+    commands = created(alice, 2)
+    commands[1].status = 400  # the client was told no, but the todo exists
+
+    report = account(commands)
+
+    assert report.unaccounted == 1, report.problems
