@@ -4,9 +4,11 @@ status 0, so make reports no error; a process that fails still stops everything.
 
 from __future__ import annotations
 
+import importlib.machinery
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,49 @@ def test_a_process_that_fails_stops_the_others_and_gives_its_status(tmp_path: Pa
 
     assert runner.returncode == 3, output
     assert "waits stopped" in output
+
+
+def _runner_module() -> types.ModuleType:
+    """Return bin/run-procfile loaded as a module (it has no .py suffix)."""
+    loader = importlib.machinery.SourceFileLoader("run_procfile", str(RUNNER))
+    module = types.ModuleType(loader.name)
+    loader.exec_module(module)
+    return module
+
+
+class _Recorder:
+    """Stands in for honcho's process manager: records whom it was told to stop."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def terminate(self, pid: int) -> None:
+        self.calls.append(("terminate", pid))
+
+    def kill(self, pid: int) -> None:
+        self.calls.append(("kill", pid))
+
+
+def test_a_stop_asked_for_before_a_pid_is_known_reaches_it_once_it_is() -> None:
+    """Ctrl-C right after start: honcho hasn't heard one process's pid yet. The stop must
+    not fail (honcho's own raised inside its signal handler and hung), and the process
+    must get its SIGTERM once its pid arrives, and only once."""
+    manager = _runner_module().PatientManager()
+    recorder = _Recorder()
+    manager._procmgr = recorder
+    manager._processes = {"web": {"pid": 101}, "worker": {}}
+    manager._system_print = lambda text: None
+    previous = signal.getsignal(signal.SIGALRM)
+    try:
+        manager.terminate()
+        assert recorder.calls == [("terminate", 101)]
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0  # a retry is scheduled
+
+        manager._processes["worker"]["pid"] = 102  # its start message came in
+        wait_until(lambda: ("terminate", 102) in recorder.calls, timeout=5, message="the retry")
+        assert recorder.calls == [("terminate", 101), ("terminate", 102)]
+        manager.kill()
+        assert recorder.calls[2:] == [("kill", 101), ("kill", 102)]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
