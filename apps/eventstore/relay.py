@@ -62,15 +62,16 @@ def send_delivery(
         queue, options = "handlers", {}
     else:
         queue, options = sub.queue, sub.publish_options()
-    current_app.send_task(
-        DELIVER_TASK,
-        args=(handler, str(event_id)),
-        task_id=delivery_task_id(handler, event_id),
-        queue=queue,
-        countdown=countdown,
-        # celery-types declares the time limits int; Celery takes float seconds.
-        **options,  # type: ignore[arg-type]
-    )
+    for _ in range(settings.EVENTSTORE_PUBLISH_COPIES):
+        current_app.send_task(
+            DELIVER_TASK,
+            args=(handler, str(event_id)),
+            task_id=delivery_task_id(handler, event_id),
+            queue=queue,
+            countdown=countdown,
+            # celery-types declares the time limits int; Celery takes float seconds.
+            **options,  # type: ignore[arg-type]
+        )
 
 
 def delivery_task_id(handler: str, event_id: uuid.UUID | str) -> str:
@@ -174,18 +175,20 @@ def _send(rows: list[_Claimed], connection: Connection | None) -> int:
 
 
 def _publish(app: Celery, producer: Producer, row: _Claimed) -> None:
+    """Send the row's messages: one per subscriber (more only under fault injection)."""
     for sub in subscribers(row.type):
-        app.send_task(
-            DELIVER_TASK,
-            args=(sub.name, str(row.event_id)),
-            task_id=delivery_task_id(sub.name, row.event_id),
-            queue=sub.queue,
-            producer=producer,
-            # celery-types declares the time limits int; Celery takes float seconds.
-            **sub.publish_options(),  # type: ignore[arg-type]
-            retry=True,
-            retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
-        )
+        for _ in range(settings.EVENTSTORE_PUBLISH_COPIES):
+            app.send_task(
+                DELIVER_TASK,
+                args=(sub.name, str(row.event_id)),
+                task_id=delivery_task_id(sub.name, row.event_id),
+                queue=sub.queue,
+                producer=producer,
+                # celery-types declares the time limits int; Celery takes float seconds.
+                **sub.publish_options(),  # type: ignore[arg-type]
+                retry=True,
+                retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
+            )
 
 
 def _record_failure(row: _Claimed, exc: BaseException) -> None:

@@ -104,6 +104,10 @@ if SENTRY_DSN:
 EVENTSTORE_EXTRA_HANDLER_MODULES = env_list("EVENTSTORE_EXTRA_HANDLER_MODULES", [])
 # Publish outbox rows straight after commit; the beat sweep catches whatever this misses.
 OUTBOX_PUBLISH_ON_COMMIT = env_bool("OUTBOX_PUBLISH_ON_COMMIT", True)
+# Fault injection for `make chaos` (scenario 6, duplicate delivery), never for production:
+# the relay and the ledger's re-sends publish every deliver message this many times, to
+# prove that a duplicated message has no second effect. 1 unless a chaos run sets it.
+EVENTSTORE_PUBLISH_COPIES = env_int("EVENTSTORE_PUBLISH_COPIES", 1, minimum=1, maximum=3)
 
 # --- Resilience: retry policies, severities, breakers, dead letters ----------------------
 # Default retry policy per error kind; a handler may override any of them in @handles(retry=).

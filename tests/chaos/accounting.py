@@ -18,7 +18,7 @@ from apps.eventstore.models import Event
 from apps.eventstore.subscriptions import subscribers
 from apps.resilience.models import DeadLetter, Delivery
 from apps.todos.models import TodoView
-from tests.chaos.effects import EFFECT_STREAM_TYPE, NAME, effect_stream
+from tests.chaos.effects import EFFECT_HANDLERS, EFFECT_STREAM_TYPE, effect_stream
 from tests.chaos.load import Command
 
 TERMINAL = {Delivery.Status.SUCCEEDED, Delivery.Status.DEAD_LETTERED, Delivery.Status.PARKED}
@@ -138,16 +138,22 @@ def _effects(report: Report) -> None:
         [EFFECT_STREAM_TYPE],
     )
     report.flag(
-        f"{NAME} effects applied twice", sum(r[1] - 1 for r in rows), rows, into="duplicated"
+        "chaos handler effects applied twice",
+        sum(r[1] - 1 for r in rows),
+        rows,
+        into="duplicated",
     )
-    done = Delivery.objects.filter(handler=NAME, status=Delivery.Status.SUCCEEDED)
     streams = set(
         Event.objects.filter(stream_type=EFFECT_STREAM_TYPE).values_list("stream_id", flat=True)
     )
-    lost = [
-        str(e) for e in done.values_list("event_id", flat=True) if effect_stream(e) not in streams
-    ]
-    report.flag(f"{NAME} succeeded with no effect", len(lost), lost, into="lost")
+    for handler in EFFECT_HANDLERS:
+        done = Delivery.objects.filter(handler=handler, status=Delivery.Status.SUCCEEDED)
+        lost = [
+            str(e)
+            for e in done.values_list("event_id", flat=True)
+            if effect_stream(e, handler) not in streams
+        ]
+        report.flag(f"{handler} succeeded with no effect", len(lost), lost, into="lost")
 
 
 def _ordering(report: Report) -> None:

@@ -1,23 +1,46 @@
-"""A test-only handler loaded into the chaos processes (EVENTSTORE_EXTRA_HANDLER_MODULES).
+"""Test-only handlers loaded into the chaos processes (EVENTSTORE_EXTRA_HANDLER_MODULES).
 
-Backstop has no slow handler, so this one makes kills land mid-task: for a fifth of the
-``todo.created`` events it sleeps 0-1 s, then records its effect as one event in an *effect
-stream* of its own, in the handler's transaction. The harness counts each stream's events:
-0 with a succeeded delivery is a lost effect, more than 1 a duplicated one.
+Backstop has no slow handler, so ``chaos.slow-effect`` makes kills land mid-task: for a
+fifth of the ``todo.created`` events it sleeps 0-1 s, then records its effect as one event
+in an *effect stream* of its own, in the handler's transaction. The harness counts each
+stream's events: 0 with a succeeded delivery is a lost effect, more than 1 a duplicated one.
+
+``chaos.poison-mix`` records its effect the same way, after injecting the fault the todo's
+title names (``fault:permanent|transient|kill``) while the Redis key ``FAULTS_ON_KEY``
+exists: a business-rule failure, a transient failure for the first 3 runs, or the death of
+its worker process on every run.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+
+import redis
+from django.conf import settings
 
 from apps.eventstore import store
 from apps.eventstore.models import Event
 from apps.eventstore.registry import DomainEvent, RecordedEvent, event
 from apps.eventstore.store import CommandContext
 from apps.eventstore.subscriptions import handles
+from apps.resilience.taxonomy import BusinessRuleViolation, TransientError
 from apps.todos.events import TodoCreated
-from tests.chaos.effects import EFFECT_STREAM_TYPE, NAME, effect_stream
+from tests.chaos.effects import (
+    EFFECT_STREAM_TYPE,
+    FAULTS_ON_KEY,
+    KILL,
+    KILLS_KEY,
+    NAME,
+    PERMANENT,
+    POISON,
+    TRANSIENT,
+    TRANSIENT_FAILURES,
+    attempts_key,
+    effect_stream,
+    fault_of,
+)
 
 
 @event("chaos.effect.recorded")
@@ -35,7 +58,32 @@ def delay_of(event_id: uuid.UUID) -> float:
 def slow_effect(recorded: RecordedEvent) -> None:
     """Sleep (sometimes), then append one effect event: a second run appends a second."""
     time.sleep(delay_of(recorded.event_id))
-    stream_id = effect_stream(recorded.event_id)
+    _record_effect(recorded, NAME)
+
+
+@handles(TodoCreated, name=POISON)
+def poison_mix(recorded: RecordedEvent) -> None:
+    """Fail as the todo's title asks while faults are on; then append one effect event."""
+    payload = recorded.payload
+    fault = fault_of(payload.title) if isinstance(payload, TodoCreated) else None
+    broker = redis.Redis.from_url(settings.REDIS_URL.split(",")[0])
+    if fault is not None and broker.exists(FAULTS_ON_KEY):
+        _inject(broker, fault, recorded.event_id)
+    _record_effect(recorded, POISON)
+
+
+def _inject(broker: redis.Redis, fault: str, event_id: uuid.UUID) -> None:
+    if fault == PERMANENT:
+        raise BusinessRuleViolation("chaos: a permanent failure")
+    if fault == TRANSIENT and broker.incr(attempts_key(event_id)) <= TRANSIENT_FAILURES:
+        raise TransientError("chaos: a transient failure")
+    if fault == KILL:
+        broker.incr(KILLS_KEY)
+        os._exit(1)  # the pool child dies mid-task, as a segfault or OOM kill would
+
+
+def _record_effect(recorded: RecordedEvent, handler: str) -> None:
+    stream_id = effect_stream(recorded.event_id, handler)
     store.append(
         stream_type=EFFECT_STREAM_TYPE,
         stream_id=stream_id,

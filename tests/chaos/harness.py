@@ -1,16 +1,19 @@
 """The chaos harness: a fresh database and Redis db, the real processes, faults, a count.
 
-1. Create ``backstop_chaos_<pid>`` and flush Redis db 15; migrate; create the API user.
-2. Start gunicorn, two single-process workers and beat (``processes.Cluster``).
-3. Per scenario: send commands through the API while injecting faults, drain (outbox
-   published, ledger terminal, queues empty, sagas and due reminders at an end), count
-   (``accounting``), and give a verdict.
-4. Print the table, write ``results/latest.json``; stop every process; drop the database.
+1. Create ``backstop_chaos_<pid>``; migrate; create the API user and the operator.
+2. Per scenario: clone that database (``backstop_chaos_<pid>_<n>``, so each scenario counts
+   only its own work), flush Redis db 15, start gunicorn, two single-process workers and
+   beat (``processes.Cluster``) with the scenario's extra environment (``ENV``); send
+   commands through the API while injecting faults, drain (outbox published, ledger
+   terminal, queues empty, sagas and due reminders at an end), count (``accounting``),
+   give a verdict; stop the processes and drop the clone.
+3. Print the table, write ``results/latest.json``; drop the database.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -24,6 +27,7 @@ import psycopg
 import redis
 
 from tests.chaos.processes import ROOT, Cluster
+from tests.chaos.scenarios.common import Users
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN_DATABASE_URL = os.environ.get(
@@ -51,34 +55,51 @@ TIMINGS = {
 RECONCILER_THRESHOLD = 15 + 5 + 2
 
 
+SCENARIOS = ("worker_kills", "duplicate_delivery", "poison_mix")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos")
     parser.add_argument("--quick", action="store_true", help="every scenario at 1/10 size")
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--only", choices=SCENARIOS, action="append", help="run only these")
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
-    name = f"backstop_chaos_{os.getpid()}"
-    env = _environment(name)
-    _create_database(name)
-    cluster: Cluster | None = None
+    template = f"backstop_chaos_{os.getpid()}"
+    _create_database(template)
+    rows: list[dict[str, Any]] = []
     try:
-        _setup_django(env)
+        _setup_django(_environment(template))
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        token = _prepare(env)
-        cluster = Cluster(env, RESULTS, _free_port())
-        cluster.start()
-        from tests.chaos.scenarios import worker_kills
-
-        rows = [worker_kills.run(cluster, token, quick=args.quick, seed=args.seed)]
+        users = _prepare()
+        for number, module in enumerate(args.only or SCENARIOS, start=1):
+            scenario = importlib.import_module(f"tests.chaos.scenarios.{module}")
+            print(f"--- {scenario.NAME} (seed {args.seed})", flush=True)
+            rows.append(_run(scenario, template, number, users, args))
     finally:
-        if cluster is not None:
-            cluster.stop()
-        if os.environ.get("CHAOS_KEEP_DB"):
-            print(f"kept database {name} (CHAOS_KEEP_DB)")
-        else:
-            _drop_database(name)
+        _drop_database(template)
     _write(rows, quick=args.quick)
     return 0 if all(r["verdict"] == "pass" for r in rows) else 1
+
+
+def _run(
+    scenario: Any, template: str, number: int, users: Users, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Run one scenario against its own clone of the migrated database; return its row."""
+    name = f"{template}_{number}"
+    _create_database(name, template=template)
+    _use_database(name)
+    for old in RESULTS.glob(f"{scenario.NAME}-*.log"):
+        old.unlink()
+    env = {**_environment(name), **scenario.ENV}
+    cluster = Cluster(env, RESULTS, _free_port(), prefix=f"{scenario.NAME}-")
+    try:
+        cluster.start()
+        result: dict[str, Any] = scenario.run(cluster, users, quick=args.quick, seed=args.seed)
+        return result
+    finally:
+        cluster.stop()
+        _drop_database(name)
 
 
 def _environment(name: str) -> dict[str, str]:
@@ -101,15 +122,28 @@ def _environment(name: str) -> dict[str, str]:
     return env
 
 
-def _create_database(name: str) -> None:
+def _create_database(name: str, template: str | None = None) -> None:
+    """Create ``name`` (a copy of ``template``, when given); flush the chaos Redis db."""
+    from_template = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{from_template}')
     redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def _use_database(name: str) -> None:
+    """Point this process's Django connection (the accounting's) at database ``name``."""
+    from django.db import connections
+
+    connections.close_all()
+    connections["default"].settings_dict["NAME"] = name
 
 
 def _drop_database(name: str) -> None:
     from django.db import connections
 
+    if os.environ.get("CHAOS_KEEP_DB"):
+        print(f"kept database {name} (CHAOS_KEEP_DB)")
+        return
     connections.close_all()
     with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -137,17 +171,29 @@ _OURS = {
 }
 
 
-def _prepare(env: dict[str, str]) -> str:
-    """Migrate the chaos database; return an API token of a user with an email address."""
+def _prepare() -> Users:
+    """Migrate the chaos database; return API tokens of a user with an email address and of
+    a staff operator (the "operator" group, as the console's operators are)."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from django.core.management import call_command
+    from django.db import connections
     from knox.models import AuthToken
 
     call_command("migrate", "--noinput", verbosity=0)
-    user = get_user_model().objects.create_user(
+    model = get_user_model()
+    user = model.objects.create_user(
         "chaos", email="chaos@example.com", password=os.urandom(16).hex()
     )
-    return AuthToken.objects.create(user)[1]
+    operator = model.objects.create_user(
+        "chaos-operator", email="operator@example.com", password=os.urandom(16).hex()
+    )
+    operator.is_staff = True
+    operator.save(update_fields=["is_staff"])
+    operator.groups.add(Group.objects.get(name="operator"))
+    users = Users(AuthToken.objects.create(user)[1], AuthToken.objects.create(operator)[1])
+    connections.close_all()  # the template of every scenario's database: no session may hold it
+    return users
 
 
 def _free_port() -> int:

@@ -34,6 +34,7 @@ class Command:
     status: int | None = None
     stream_id: str | None = None  # the todo (or reminder) the command acted on or created
     error: str = ""
+    fault: str | None = None  # a create's fault for the poison handler (in its title)
 
     @property
     def outcome(self) -> str:
@@ -45,10 +46,27 @@ class Command:
 
 
 class Load:
-    """Send ``n`` commands over ``threads`` connections; keep every command's outcome."""
+    """Send ``n`` commands over ``threads`` connections; keep every command's outcome.
 
-    def __init__(self, base_url: str, token: str, seed: int, per_second: float) -> None:
+    ``mix`` weighs the kinds of command; ``faults``, when given, are handed out one per
+    create, in order, and named in the todo's title (``None``: no fault).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        seed: int,
+        per_second: float,
+        *,
+        mix: dict[str, int] | None = None,
+        recurring_share: float = RECURRING_SHARE,
+        faults: list[str | None] | None = None,
+    ) -> None:
         self.base_url, self.token = base_url, token
+        self.mix = mix or MIX
+        self.recurring_share = recurring_share
+        self.faults = list(faults or [])
         # Paced, so the faults of a scenario land while commands still flow.
         self.interval = 1 / per_second
         self.started = time.monotonic()
@@ -79,10 +97,12 @@ class Load:
             self.sent += 1
         time.sleep(max(0.0, wait))
         with self.lock:
-            kind = self.rng.choices(list(MIX), weights=list(MIX.values()))[0]
+            kind = self.rng.choices(list(self.mix), weights=list(self.mix.values()))[0]
             if kind != "create" and not self.open:
                 kind = "create"
             command = Command(id=str(uuid.uuid4()), kind=kind)
+            if kind == "create" and self.faults:
+                command.fault = self.faults.pop(0)
             if kind == "complete":
                 command.stream_id = self.open.pop(self.rng.randrange(len(self.open)))
             elif kind != "create":
@@ -127,10 +147,11 @@ class Load:
         return client.post(f"{todo}reminders/", json=body, headers=headers)
 
     def _todo_body(self, command: Command) -> dict[str, Any]:
+        fault = f" fault:{command.fault}" if command.fault else ""
         body: dict[str, Any] = {
-            "title": f"chaos {command.id[:8]}",
+            "title": f"chaos {command.id[:8]}{fault}",
             "due_at": (datetime.now(tz=UTC) + timedelta(days=1)).isoformat(),
         }
-        if self.rng.random() < RECURRING_SHARE:
+        if self.rng.random() < self.recurring_share:
             body["recurrence"] = "daily"
         return body

@@ -43,6 +43,7 @@ class Cluster:
     env: dict[str, str]
     log_dir: Path
     port: int
+    prefix: str = ""  # of the log files: "<prefix><process>.log"
     web: Proc = field(init=False)
     workers: list[Proc] = field(init=False)
     beat: Proc = field(init=False)
@@ -83,7 +84,7 @@ class Cluster:
         )
 
     def _proc(self, name: str, argv: list[str]) -> Proc:
-        return Proc(name, argv, self.log_dir / f"{name}.log")
+        return Proc(name, argv, self.log_dir / f"{self.prefix}{name}.log")
 
     def _worker(self, number: int) -> Proc:
         argv = [

@@ -3,19 +3,24 @@ damage (a delivery that never ended, a command acknowledged with no event, a rea
 too many, a rejected command that took effect) is counted where it belongs.
 
 The run is made in-process (``inline_worker``) through the API, then damaged by hand.
+The poison scenario's plan of faults, and how its handler reads one, are checked too.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter as Tally
 
 import pytest
 
 from apps.eventstore import projections
+from apps.eventstore.models import Event
 from apps.resilience.models import Delivery
 from apps.todos.models import TodoView
 from tests.chaos.accounting import Report, account
+from tests.chaos.effects import KILL, PERMANENT, POISON, TRANSIENT, fault_of
 from tests.chaos.load import Command
+from tests.chaos.scenarios.poison_mix import plan
 from tests.support.api import Api
 from tests.todos.conftest import projected
 
@@ -86,3 +91,32 @@ def test_a_rejected_command_that_took_effect_is_unaccounted(alice: Api) -> None:
     report = account(commands)
 
     assert report.unaccounted == 1, report.problems
+
+
+def test_a_poison_handler_success_with_no_effect_is_lost(alice: Api) -> None:
+    commands = created(alice, 1)
+    event = Event.objects.get(stream_id=str(commands[0].stream_id), type="todo.created")
+    Delivery.objects.create(
+        handler=POISON, event_id=event.event_id, status="succeeded", starts=1, finishes=1
+    )
+
+    report = account(commands)
+
+    assert report.lost == 1, report.problems
+    assert f"{POISON} succeeded with no effect" in " ".join(report.problems)
+
+
+def test_the_poison_plan_injects_each_fault_by_its_share_and_at_least_once() -> None:
+    faults = plan(400, seed=7)
+
+    assert len(faults) == 400
+    assert Tally(faults) == {PERMANENT: 8, TRANSIENT: 20, KILL: 2, None: 370}
+    assert plan(400, seed=7) == faults
+    assert Tally(plan(10, seed=7))[KILL] == 1
+
+
+def test_the_fault_is_read_from_the_title_and_only_a_known_one() -> None:
+    assert fault_of("chaos 1a2b3c4d fault:kill") == KILL
+    assert fault_of("chaos 1a2b3c4d fault:transient") == TRANSIENT
+    assert fault_of("chaos 1a2b3c4d") is None
+    assert fault_of("chaos fault:explode") is None

@@ -92,3 +92,16 @@ def test_the_sweep_leaves_fresh_rows_to_the_on_commit_relay(probe_queue: str, se
 
     assert relay.sweep() == 0
     assert OutboxMessage.objects.filter(published_at__isnull=True).count() == 2
+
+
+def test_the_publish_copies_switch_sends_each_message_that_many_times(
+    probe_queue: str, settings
+) -> None:
+    # Fault injection for `make chaos` (duplicate delivery): each subscriber gets 2 copies.
+    settings.EVENTSTORE_PUBLISH_COPIES = 2
+    opened = open_counters(3)
+
+    assert probe_messages(settings.CELERY_BROKER_URL) == Tally({str(e.event_id): 2 for e in opened})
+
+    relay.send_delivery("test.relay-probe", opened[0].event_id)
+    assert probe_messages(settings.CELERY_BROKER_URL) == Tally({str(opened[0].event_id): 2})

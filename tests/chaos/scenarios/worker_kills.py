@@ -8,69 +8,40 @@ import threading
 import time
 from typing import Any
 
-import httpx
-
 from tests.chaos import processes
 from tests.chaos.accounting import account
 from tests.chaos.drain import drain
 from tests.chaos.load import Load
+from tests.chaos.scenarios.common import Users, base_url, row, set_email
 
 CHILD_EVERY, MAIN_EVERY = 2.0, 10.0
 # 500 commands take 40 s: about 16 child kills and 4 worker kills land while they flow.
 PER_SECOND = 12.5
 
 
-def run(cluster: processes.Cluster, token: str, *, quick: bool, seed: int) -> dict[str, Any]:
+NAME = "worker-kills"
+ENV: dict[str, str] = {}
+
+
+def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> dict[str, Any]:
     """Run the scenario and return its table row (with its findings under ``problems``)."""
     from tests.chaos.harness import RECONCILER_THRESHOLD, REDIS_URL
 
-    base_url = f"http://127.0.0.1:{cluster.port}"
-    _set_email(base_url, token)
+    url = base_url(cluster.port)
+    set_email(url, users.api)
     n = 500 if quick else 5000
     stop = threading.Event()
     killer = Killer(cluster, random.Random(seed), stop)
     thread = threading.Thread(target=killer.run, name="killer")
     thread.start()
     try:
-        commands = Load(base_url, token, seed, PER_SECOND).run(n)
+        commands = Load(url, users.api, seed, PER_SECOND).run(n)
     finally:
         stop.set()
         thread.join()
     seconds, left = drain(REDIS_URL, RECONCILER_THRESHOLD + 120)
-    report = account(commands)
-    if left:
-        report.problems.append(f"not drained within the deadline: {left}")
-    verdict = "pass" if not (report.problems or report.lost or report.duplicated) else "fail"
-    print(
-        f"worker-kills: {killer.child_kills} child kills, {killer.main_kills} worker kills;"
-        f" outcomes {report.outcomes}"
-    )
-    for problem in report.problems:
-        print(f"  {problem}")
-    return {
-        "scenario": "worker-kills",
-        "commands": report.commands,
-        "events": report.events,
-        "handler_runs": report.handler_runs,
-        "retries": report.retries,
-        "dead_letters": report.dead_letters,
-        "lost": report.lost,
-        "duplicated": report.duplicated,
-        "drain_seconds": seconds,
-        "verdict": verdict,
-        "problems": report.problems,
-    }
-
-
-def _set_email(base_url: str, token: str) -> None:
-    """Give the user an email address, so email reminders have somewhere to go."""
-    response = httpx.patch(
-        f"{base_url}/api/v1/me/",
-        json={"email": "chaos@example.com"},
-        headers={"Authorization": f"Token {token}"},
-        timeout=15,
-    )
-    response.raise_for_status()
+    summary = f"{killer.child_kills} child kills, {killer.main_kills} worker kills"
+    return row(NAME, account(commands), seconds, left, summary)
 
 
 class Killer:

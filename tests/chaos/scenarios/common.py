@@ -1,0 +1,61 @@
+"""What every scenario shares: the API users, the table row and its verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:  # the accounting needs Django set up, which the harness does first
+    from tests.chaos.accounting import Report
+
+
+@dataclass(frozen=True)
+class Users:
+    """API tokens: ``api`` sends the commands; ``operator`` (staff, "operator" group)
+    acts through the ops API."""
+
+    api: str
+    operator: str
+
+
+def base_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def set_email(url: str, token: str) -> None:
+    """Give the user an email address, so email reminders have somewhere to go."""
+    response = httpx.patch(
+        f"{url}/api/v1/me/",
+        json={"email": "chaos@example.com"},
+        headers={"Authorization": f"Token {token}"},
+        timeout=15,
+    )
+    response.raise_for_status()
+
+
+def row(
+    scenario: str, report: Report, seconds: float, left: dict[str, int], summary: str
+) -> dict[str, Any]:
+    """Print the scenario's summary and findings; return its table row with a verdict:
+    pass with 0 lost, 0 duplicated, 0 unaccounted, drained in time and no other finding."""
+    if left:
+        report.problems.append(f"not drained within the deadline: {left}")
+    failed = report.problems or report.lost or report.duplicated or report.unaccounted
+    print(f"{scenario}: {summary}; outcomes {report.outcomes}")
+    for problem in report.problems:
+        print(f"  {problem}")
+    return {
+        "scenario": scenario,
+        "commands": report.commands,
+        "events": report.events,
+        "handler_runs": report.handler_runs,
+        "retries": report.retries,
+        "dead_letters": report.dead_letters,
+        "lost": report.lost,
+        "duplicated": report.duplicated,
+        "drain_seconds": seconds,
+        "verdict": "fail" if failed else "pass",
+        "problems": report.problems,
+    }
