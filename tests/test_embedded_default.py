@@ -125,3 +125,24 @@ def test_the_embedded_default_serves_health_and_a_worker_consumes_events(
     assert event_id
     assert (Path(embedded_env["BACKSTOP_VAR_DIR"]) / "backstop.sqlite3").exists()
     assert sorted(p.name for p in processes["cwd"].iterdir()) == []  # no ./control, no files
+
+
+READ_CORRELATED = """
+from apps.eventstore.repository import Repository
+from apps.eventstore.store import CommandContext, read_correlated
+from tests.eventstore.counter import Counter
+context = CommandContext()
+for label in ("one", "two"):
+    Repository(Counter).save(Counter.open(label), context)
+Repository(Counter).save(Counter.open("elsewhere"), CommandContext())
+print(len(read_correlated([context.correlation_id])))
+"""
+
+
+def test_the_embedded_default_reads_events_by_correlation_id(
+    embedded_env: dict[str, str],
+) -> None:
+    """SQLite compares a JSON key unlike PostgreSQL: the related history must work on both."""
+    _manage(embedded_env, "migrate", "--noinput")
+
+    assert _manage(embedded_env, "shell", "-c", READ_CORRELATED).strip().splitlines()[-1] == "2"

@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from django.db.models import TextField
+from django.db import connection
+from django.db.models import QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
@@ -129,11 +130,14 @@ def read_correlated(
     wanted = sorted({str(value) for value in correlation_ids})
     if not wanted:
         return []
-    rows = (
-        Event.objects.annotate(correlation=KeyTextTransform("correlation_id", "metadata"))
-        .filter(correlation__in=wanted)
-        .order_by("position")[:limit]
-    )
+    rows: QuerySet[Event]
+    if connection.vendor == "postgresql":
+        # The key as text, which the expression index holds.
+        key = KeyTextTransform("correlation_id", "metadata")
+        rows = Event.objects.alias(correlation=key).filter(correlation__in=wanted)
+    else:  # SQLite (the embedded default) compares a JSON key with JSON-encoded values
+        rows = Event.objects.filter(metadata__correlation_id__in=wanted)
+    rows = rows.order_by("position")[:limit]
     return [to_recorded(row) for row in rows]
 
 
