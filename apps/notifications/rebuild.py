@@ -12,12 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
 from django.utils import timezone
 
+from apps.eventstore.folding import folded_under_append_lock
 from apps.eventstore.models import Event
 from apps.eventstore.registry import RecordedEvent
-from apps.eventstore.store import scan, take_append_lock
 from apps.notifications import events, failures, targets
 from apps.notifications.aggregates import FAILED, SENT, Notification
 from apps.notifications.models import NotificationState
@@ -102,24 +101,13 @@ def rebuild_states(
        delete rows of no notification stream; commit, which releases both locks.
     """
     folded: dict[uuid.UUID, Folded] = {}
-    position = _fold(folded, 0, batch, progress)
-    with transaction.atomic():
-        take_append_lock()
-        _fold(folded, position, batch, progress)
+    with folded_under_append_lock(
+        lambda recorded: _apply(folded, recorded),
+        types=EVENT_TYPES,
+        batch=batch,
+        progress=progress,
+    ):
         return _rewrite(folded)
-
-
-def _fold(
-    folded: dict[uuid.UUID, Folded],
-    after: int,
-    batch: int,
-    progress: Callable[[int], None] | None,
-) -> int:
-    """Fold the notification events after position ``after``; return the last position read."""
-    for recorded in scan(after_position=after, types=EVENT_TYPES, batch=batch, progress=progress):
-        _apply(folded, recorded)
-        after = recorded.position
-    return after
 
 
 def _apply(folded: dict[uuid.UUID, Folded], recorded: RecordedEvent) -> None:

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import OperationalError, transaction
+from django.db import OperationalError
 from django.utils import timezone
 
+from apps.eventstore.folding import folded_under_append_lock
 from apps.eventstore.models import Event
 from apps.eventstore.registry import RecordedEvent
-from apps.eventstore.store import scan, take_append_lock
 from apps.reminders import events
 from apps.reminders.aggregates import Reminder
 from apps.reminders.models import ReminderState
@@ -96,24 +96,13 @@ def rebuild_states(
        stream; commit, which releases the lock.
     """
     folded: dict[uuid.UUID, Folded] = {}
-    position = _fold(folded, 0, batch, progress)
-    with transaction.atomic():
-        take_append_lock()
-        _fold(folded, position, batch, progress)
+    with folded_under_append_lock(
+        lambda recorded: _apply(folded, recorded),
+        types=EVENT_TYPES,
+        batch=batch,
+        progress=progress,
+    ):
         return _rewrite(folded)
-
-
-def _fold(
-    folded: dict[uuid.UUID, Folded],
-    after: int,
-    batch: int,
-    progress: Callable[[int], None] | None,
-) -> int:
-    """Fold the reminder events after position ``after``; return the last position read."""
-    for recorded in scan(after_position=after, types=EVENT_TYPES, batch=batch, progress=progress):
-        _apply(folded, recorded)
-        after = recorded.position
-    return after
 
 
 def _apply(folded: dict[uuid.UUID, Folded], recorded: RecordedEvent) -> None:

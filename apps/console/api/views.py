@@ -52,7 +52,7 @@ from apps.resilience.taxonomy import BusinessRuleViolation
 
 
 class RefusedByState(BusinessRuleViolation):
-    """The dead letter's state forbids the command (a 409)."""
+    """The object's state forbids the command (a 409): a rebuild already under way."""
 
 
 class LatestFailureFirst(NewestFirst):
@@ -88,25 +88,21 @@ class DeadLetterViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, dead_letter_id: int) -> Response:
         _body(request, EmptySerializer)
-        _refusable(dead_letters.retry, _found(dead_letter_id), actor=request_user(request))
+        dead_letters.retry(_found(dead_letter_id), actor=request_user(request))
         return _letter(dead_letter_id)
 
     @extend_schema(request=NotesSerializer, responses=DeadLetterDetailSerializer)
     @action(detail=True, methods=["post"])
     def resolve(self, request: Request, dead_letter_id: int) -> Response:
         notes = _body(request, NotesSerializer).get("notes", "")
-        _refusable(
-            dead_letters.resolve, _found(dead_letter_id), actor=request_user(request), notes=notes
-        )
+        dead_letters.resolve(_found(dead_letter_id), actor=request_user(request), notes=notes)
         return _letter(dead_letter_id)
 
     @extend_schema(request=ReasonSerializer, responses=DeadLetterDetailSerializer)
     @action(detail=True, methods=["post"])
     def discard(self, request: Request, dead_letter_id: int) -> Response:
         reason = _body(request, ReasonSerializer)["reason"]
-        _refusable(
-            dead_letters.discard, _found(dead_letter_id), actor=request_user(request), reason=reason
-        )
+        dead_letters.discard(_found(dead_letter_id), actor=request_user(request), reason=reason)
         return _letter(dead_letter_id)
 
     @extend_schema(request=EmptySerializer, responses=DryRunSerializer)
@@ -255,14 +251,6 @@ def _body(request: Request, serializer: type[Any]) -> dict[str, Any]:
 def _found(dead_letter_id: int) -> int:
     """Return the id of an existing dead letter; raise the API's 404 otherwise."""
     return selectors.dead_letter(dead_letter_id).pk
-
-
-def _refusable(command: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a dead-letter command; a state that forbids it is a 409."""
-    try:
-        return command(*args, **kwargs)
-    except dead_letters.DeadLetterStateError as exc:
-        raise RefusedByState(str(exc)) from exc
 
 
 def _for_each(fingerprint: str, command: Callable[[int], Any]) -> Response:

@@ -18,15 +18,16 @@ from apps.resilience.classify import Classification
 from apps.resilience.models import DeadLetter, DeadLetterAction, Delivery
 from apps.resilience.services import ledger, parking
 from apps.resilience.services.escalation import escalate
-from apps.resilience.taxonomy import ErrorKind, Severity
+from apps.resilience.taxonomy import BusinessRuleViolation, ErrorKind, Severity
 
 Status = DeadLetter.Status
 Action = DeadLetterAction.Action
 OPEN = DeadLetter.OPEN
 
 
-class DeadLetterStateError(Exception):
-    """The dead letter is not in a state that allows the action (e.g. retrying a resolved one)."""
+class DeadLetterStateError(BusinessRuleViolation):
+    """The dead letter is not in a state that allows the action (e.g. retrying a resolved
+    one): a refused command, which the API answers with a 409."""
 
 
 def fingerprint(exc: BaseException) -> str:
