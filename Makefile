@@ -12,6 +12,8 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backstop
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_WORKERS ?= 2
+# Chaos scenarios run side by side, each with its own database, Redis db and processes.
+CHAOS_JOBS ?= 3
 
 .PHONY: install install-runtime run changepassword test lint format lock bench chaos services clean
 
@@ -63,11 +65,14 @@ format: install
 	$(BIN)/ruff format .
 
 # tests/browser drive the admin in Debian's chromium: bin/ensure-browser installs it when missing.
-test: install services lint
+# Then every chaos scenario at QUICK size, against the real processes (tests/chaos/README.md).
+test: install lint
+	RABBITMQ=1 bin/ensure-services
 	bin/ensure-browser
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" \
 	  $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	CHAOS_RESULTS=var/chaos PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.chaos --quick --jobs $(CHAOS_JOBS)
 
 lock: install
 	$(BIN)/uv pip compile pyproject.toml --no-emit-index-url --no-emit-find-links \
@@ -82,6 +87,7 @@ bench: install services
 	bin/ensure-bench-tools
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
-# Fault injection against the real processes (tests/chaos/README.md); not part of `make test`.
-chaos: install services
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.chaos $(if $(QUICK),--quick,)
+# Fault injection against the real processes (tests/chaos/README.md); QUICK=1 is part of `make test`.
+chaos: install
+	RABBITMQ=1 bin/ensure-services
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.chaos $(if $(QUICK),--quick,) --jobs $(CHAOS_JOBS)

@@ -31,8 +31,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     # Last: any other /api/ URL is a JSON 404, with DEBUG too (handler404 is only without).
-    # Slash-ended only, so APPEND_SLASH still redirects "/api/v1/todos" to the real route.
-    re_path(r"^api/(?:.*/)?$", api_not_found),
+    # Slash-ended only, so APPEND_SLASH still redirects "/api/v1/todos" to the real route;
+    # any character in between, a line break too (where "." would stop).
+    re_path(r"^api/(?:[\s\S]*/)?$", api_not_found),
 ]
 
 handler404 = "apps.console.views.not_found"

@@ -27,28 +27,19 @@ until the time is up.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis.engine import StopReason, events, from_schema
+from schemathesis.engine import StopReason
 
 from tests.support.api import Api
+from tests.support.fuzz import REVOKE, FuzzReport, fuzz_config, operations_of
 from tests.todos.conftest import projected
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_worker")]
 
-SEED = 20_260_101
 MIN_CASES = 300
-CHECKS_OFF = (
-    "positive_data_acceptance",
-    "negative_data_rejection",
-    "ensure_resource_availability",
-    "use_after_free",
-)
-#: Revokes the token it is called with: fuzzed in a run of its own, with Bob's token.
-REVOKE = "DELETE /api/v1/auth/token/"
 
 
 @pytest.fixture
@@ -72,75 +63,6 @@ def things_of(api: Api) -> dict[str, list[str]]:
     return {"todo_id": todos, "reminder_id": reminders}
 
 
-def fuzz_config(user: Api, ids: dict[str, list[str]]) -> schemathesis.Config:
-    """Return a run's configuration: ``user`` signs every request; half the path ids are
-    drawn from ``ids`` (by parameter name)."""
-    return schemathesis.Config.from_dict(
-        {
-            "seed": SEED,
-            "cache": {"enabled": False},
-            "workers": 1,
-            # Connection: close, or the live server keeps a thread and a database connection
-            # per kept-alive socket (slower, and the test database can't be dropped after).
-            "headers": {"Authorization": f"Token {user.token}", "Connection": "close"},
-            "generation": {
-                "max-examples": 10,
-                "deterministic": True,
-                "database": "none",
-                "with-security-parameters": False,  # always the header above
-            },
-            "phases": {"stateful": {"generation": {"max-examples": 10}}},
-            "checks": {name: {"enabled": False} for name in CHECKS_OFF},
-            "dictionaries": {name: {"values": values} for name, values in ids.items()},
-            "parameters": {
-                f"path.{name}": {"dictionary": name, "probability": 0.5} for name in ids
-            },
-        }
-    )
-
-
-@dataclass
-class FuzzReport:
-    """What the runs did: cases per operation, responses of 500 or more, failed checks."""
-
-    cases: dict[str, int] = field(default_factory=dict)
-    server_errors: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    stop_reasons: list[StopReason] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return sum(self.cases.values())
-
-    def run(self, schema: Any) -> None:
-        """Run every phase of schemathesis over ``schema`` and add what happened."""
-        for event in from_schema(schema).execute():
-            if isinstance(event, events.ScenarioFinished):
-                self.record(event.recorder)
-            elif isinstance(event, events.NonFatalError | events.FatalError):
-                self.failures.append(f"schemathesis error: {event!r}"[:800])
-            elif isinstance(event, events.EngineFinished):
-                self.stop_reasons.append(event.stop_reason)
-
-    def record(self, recorder: Any) -> None:
-        """Add a finished scenario's cases, server errors and failed checks."""
-        self.cases[recorder.label] = self.cases.get(recorder.label, 0) + len(recorder.cases)
-        for interaction in recorder.interactions.values():
-            response = interaction.response
-            if response is not None and response.status_code >= 500:
-                self.server_errors.append(f"{interaction.request.method} {interaction.request.uri}")
-        for checks in recorder.checks.values():
-            self.failures += [
-                f"{recorder.label}: {check.name}: {check.failure_info.failure}"[:800]
-                for check in checks
-                if check.failure_info is not None
-            ]
-
-
-def operations_of(schema: Any) -> set[str]:
-    return {result.ok().label for result in schema.get_all_operations()}
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.usefixtures("unthrottled")
 def test_fuzzing_every_operation_finds_no_server_error_and_no_schema_mismatch(
@@ -148,8 +70,8 @@ def test_fuzzing_every_operation_finds_no_server_error_and_no_schema_mismatch(
 ) -> None:
     url = f"{live_server.url}/api/schema/"
     ids = things_of(alice)
-    schema = schemathesis.openapi.from_url(url, config=fuzz_config(alice, ids))
-    revoke = schemathesis.openapi.from_url(url, config=fuzz_config(bob, {}))
+    schema = schemathesis.openapi.from_url(url, config=fuzz_config(alice.token, ids))
+    revoke = schemathesis.openapi.from_url(url, config=fuzz_config(bob.token, {}))
     report = FuzzReport()
     started = time.monotonic()
 

@@ -322,3 +322,31 @@ def test_env_emails(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     with pytest.raises(ImproperlyConfigured, match=r"^X lists 'nope', which is not an email"):
         _read(monkeypatch, "a@example.com,nope", lambda: env_emails("X", []))
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672//", {"confirm_publish": True}),
+        ("redis://127.0.0.1:6379/9", {"visibility_timeout": 3600}),
+    ],
+    ids=["rabbitmq", "redis"],
+)
+def test_the_broker_transport_options_suit_the_broker(
+    tmp_path: Path, url: str, options: dict[str, object]
+) -> None:
+    # RabbitMQ: publisher confirms, so a publish the broker did not take is an error the
+    # relay sees (the chaos suite runs its scenarios on RabbitMQ with these settings).
+    env = {**os.environ, "DEBUG": "1", "BACKSTOP_VAR_DIR": str(tmp_path), "CELERY_BROKER_URL": url}
+    env.pop("CELERY_VISIBILITY_TIMEOUT", None)
+    script = "from config.settings import stores; print(stores.CELERY_BROKER_TRANSPORT_OPTIONS)"
+    found = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == repr(options)

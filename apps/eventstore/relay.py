@@ -13,6 +13,8 @@ that missed: a crash between commit and publish, or a broker that was down.
 from __future__ import annotations
 
 import logging
+import os
+import random
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -138,6 +140,7 @@ def publish_pending(
             return 0
         sent = _send(rows, connection)
         if sent:
+            _crash_window()
             now = db.ops.adapt_datetimefield_value(timezone.now())
             with db.cursor() as cursor:
                 cursor.execute(
@@ -189,6 +192,16 @@ def _publish(app: Celery, producer: Producer, row: _Claimed) -> None:
                 retry=True,
                 retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
             )
+
+
+def _crash_window() -> None:
+    """Under fault injection (``EVENTSTORE_RELAY_CRASH_RATE``), exit the process at once,
+    between sending and marking the rows published: the window the sweep must cover."""
+    rate = settings.EVENTSTORE_RELAY_CRASH_RATE
+    if rate and random.random() < rate:  # a fault's dice, not a secret
+        logger.warning("fault injection: the relay exits between sending and marking published")
+        logging.shutdown()
+        os._exit(70)
 
 
 def _record_failure(row: _Claimed, exc: BaseException) -> None:

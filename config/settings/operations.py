@@ -108,6 +108,10 @@ OUTBOX_PUBLISH_ON_COMMIT = env_bool("OUTBOX_PUBLISH_ON_COMMIT", True)
 # the relay and the ledger's re-sends publish every deliver message this many times, to
 # prove that a duplicated message has no second effect. 1 unless a chaos run sets it.
 EVENTSTORE_PUBLISH_COPIES = env_int("EVENTSTORE_PUBLISH_COPIES", 1, minimum=1, maximum=3)
+# Fault injection for `make chaos` (scenario 2, the relay's crash window), never for
+# production: the share of relay batches after which the publishing process exits at once,
+# having sent its messages and before marking the rows published. 0 unless a chaos run sets it.
+EVENTSTORE_RELAY_CRASH_RATE = env_float("EVENTSTORE_RELAY_CRASH_RATE", 0.0, minimum=0, maximum=1)
 
 # --- Resilience: retry policies, severities, breakers, dead letters ----------------------
 # Default retry policy per error kind; a handler may override any of them in @handles(retry=).

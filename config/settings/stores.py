@@ -84,6 +84,15 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # embedded default to about two messages a second.
         "polling_interval": env_float("EMBEDDED_BROKER_POLL_SECONDS", 0.02, above=0),
     }
+elif CELERY_BROKER_URL.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # RabbitMQ: a publish returns once the broker has taken the message (publisher
+        # confirms), so a message a restart would lose is an error the relay sees and
+        # leaves its outbox row for the sweep. Celery's queues are durable and its messages
+        # persistent by default; RabbitMQ keeps an unacknowledged message until its
+        # consumer's channel closes, with no visibility timeout.
+        "confirm_publish": True,
+    }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Redis re-delivers an unacknowledged message after this long; it must exceed the

@@ -66,7 +66,8 @@ def _ledger_totals(report: Report) -> None:
             "SELECT coalesce(sum(starts), 0), coalesce(sum(greatest(starts - 1, 0)), 0)"
             " FROM resilience_delivery"
         )
-        report.handler_runs, report.retries = cursor.fetchone()
+        runs, retries = cursor.fetchone()
+        report.handler_runs, report.retries = int(runs), int(retries)
     report.dead_letters = DeadLetter.objects.count()
 
 

@@ -12,6 +12,7 @@ from apps.eventstore.models import OutboxMessage
 from apps.reminders.models import ReminderState
 from apps.resilience.models import Delivery
 from apps.sagas.models import SagaInstance
+from tests.chaos import rabbitmq
 from tests.chaos.processes import QUEUES
 
 OPEN = [
@@ -24,7 +25,6 @@ OPEN = [
 
 def pending(redis_url: str) -> dict[str, int]:
     """Return what is still left to do, by kind (all zero when drained)."""
-    broker = redis.Redis.from_url(redis_url)
     left = {
         "outbox": OutboxMessage.objects.filter(published_at=None).count(),
         "deliveries": Delivery.objects.filter(status__in=OPEN).count(),
@@ -32,19 +32,30 @@ def pending(redis_url: str) -> dict[str, int]:
         "reminders_due": ReminderState.objects.filter(
             status="pending", remind_at__lte=timezone.now()
         ).count(),
-        "queued_messages": sum(broker.llen(q) for q in QUEUES.split(",")),
+        "queued_messages": _waiting(redis_url),
     }
     connection.close()  # a fresh connection each poll: the database may have restarted
     return left
 
 
-def drain(redis_url: str, deadline_seconds: float) -> tuple[float, dict[str, int]]:
-    """Poll until nothing is pending (or reminders not yet due remain); return the seconds
-    it took and what was left (empty when drained before the deadline)."""
+def _waiting(broker_url: str) -> int:
+    """Return how many messages wait in Backstop's queues on the broker."""
+    if broker_url.startswith("amqp"):
+        return rabbitmq.waiting(broker_url, QUEUES.split(","))
+    broker = redis.Redis.from_url(broker_url)
+    return sum(int(broker.llen(q)) for q in QUEUES.split(","))
+
+
+def drain(
+    redis_url: str, deadline_seconds: float, *, future_reminders: bool = True
+) -> tuple[float, dict[str, int]]:
+    """Poll until nothing is pending (and, with ``future_reminders``, no reminder not yet
+    due either); return the seconds it took and what was left (empty when drained before
+    the deadline)."""
     started = time.monotonic()
     while True:
         left = {k: v for k, v in pending(redis_url).items() if v}
-        future = ReminderState.objects.filter(status="pending").exists()
+        future = future_reminders and ReminderState.objects.filter(status="pending").exists()
         if not left and not future:
             return round(time.monotonic() - started, 1), {}
         if time.monotonic() - started > deadline_seconds:

@@ -21,6 +21,7 @@ FAULTS = (PERMANENT, TRANSIENT, KILL)
 TRANSIENT_FAILURES = 3  # a transient fault fails this many runs, then succeeds
 FAULTS_ON_KEY = "chaos:faults-on"  # the faults are injected only while this key exists
 KILLS_KEY = "chaos:kills"
+HEALED_KEY = "chaos:healed"  # events (ids) the poison handler injects no fault into
 _FAULT = re.compile(r"\bfault:(\w+)")
 
 

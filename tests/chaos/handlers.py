@@ -8,7 +8,8 @@ stream's events: 0 with a succeeded delivery is a lost effect, more than 1 a dup
 ``chaos.poison-mix`` records its effect the same way, after injecting the fault the todo's
 title names (``fault:permanent|transient|kill``) while the Redis key ``FAULTS_ON_KEY``
 exists: a business-rule failure, a transient failure for the first 3 runs, or the death of
-its worker process on every run.
+its worker process on every run. An event in the Redis set ``HEALED_KEY`` gets no fault: the
+bug fixed for it alone, while the same failure keeps hitting new events.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from apps.todos.events import TodoCreated
 from tests.chaos.effects import (
     EFFECT_STREAM_TYPE,
     FAULTS_ON_KEY,
+    HEALED_KEY,
     KILL,
     KILLS_KEY,
     NAME,
@@ -67,7 +69,8 @@ def poison_mix(recorded: RecordedEvent) -> None:
     payload = recorded.payload
     fault = fault_of(payload.title) if isinstance(payload, TodoCreated) else None
     broker = redis.Redis.from_url(settings.REDIS_URL.split(",")[0])
-    if fault is not None and broker.exists(FAULTS_ON_KEY):
+    healed = broker.sismember(HEALED_KEY, str(recorded.event_id))
+    if fault is not None and broker.exists(FAULTS_ON_KEY) and not healed:
         _inject(broker, fault, recorded.event_id)
     _record_effect(recorded, POISON)
 

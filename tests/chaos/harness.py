@@ -17,23 +17,33 @@ import importlib
 import json
 import logging
 import os
+import re
 import socket
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import redis
 
+from tests.chaos import rabbitmq
 from tests.chaos.processes import ROOT, Cluster
 from tests.chaos.scenarios.common import Users
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# Where the table (latest.json), the processes' logs and the mail go; `make test` points its
+# QUICK run elsewhere (CHAOS_RESULTS=var/chaos), leaving the committed full run's file alone.
+RESULTS = Path(
+    os.environ.get("CHAOS_RESULTS") or Path(__file__).resolve().parent / "results"
+).resolve()
 ADMIN_DATABASE_URL = os.environ.get(
     "CHAOS_ADMIN_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("CHAOS_REDIS_URL", "redis://127.0.0.1:6379/15")
+# The Celery broker of this run: REDIS_URL, or a RabbitMQ virtual host of the scenario's own.
+BROKER_URL = REDIS_URL
 # Small timings, so the reconciler, sweeps and retries act within a QUICK run.
 TIMINGS = {
     "LEDGER_QUEUED_SECONDS": "10",
@@ -55,51 +65,184 @@ TIMINGS = {
 RECONCILER_THRESHOLD = 15 + 5 + 2
 
 
-SCENARIOS = ("worker_kills", "duplicate_delivery", "poison_mix")
+@dataclass(frozen=True)
+class Job:
+    """One scenario to run on one broker, in a child process."""
+
+    number: int  # the issue's: the order of the table
+    module: str  # in tests/chaos/scenarios
+    alone: bool  # ``ALONE = True``: it measures throughput, which a neighbour would skew
+    broker: str = "redis"  # or "rabbitmq", for a module with ``RABBITMQ = True``
+
+    @property
+    def key(self) -> str:
+        return self.module if self.broker == "redis" else f"{self.module}-{self.broker}"
+
+
+def scenarios() -> list[Job]:
+    """Return a job per scenario module (``tests/chaos/scenarios/*.py`` with a ``NUMBER =
+    <n>`` line) and broker, in the issue's order. Read from the source: a scenario imports
+    Django models, which only load once Django is set up."""
+    found: list[Job] = []
+    for path in (Path(__file__).resolve().parent / "scenarios").glob("*.py"):
+        source = path.read_text()
+        number = re.search(r"^NUMBER = (\d+)$", source, re.MULTILINE)
+        if number:
+            alone = re.search(r"^ALONE = True\b", source, re.MULTILINE) is not None
+            found.append(Job(int(number.group(1)), path.stem, alone))
+            if re.search(r"^RABBITMQ = True\b", source, re.MULTILINE):
+                found.append(Job(int(number.group(1)), path.stem, alone, "rabbitmq"))
+    return sorted(found, key=lambda job: (job.number, job.broker != "redis"))
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos")
-    parser.add_argument("--quick", action="store_true", help="every scenario at 1/10 size")
+    parser.add_argument("--quick", action="store_true", help="every scenario at reduced size")
     parser.add_argument("--seed", type=int, default=int(time.time()))
-    parser.add_argument("--only", choices=SCENARIOS, action="append", help="run only these")
+    parser.add_argument(
+        "--only", action="append", metavar="SCENARIO", help="run only this one (repeatable)"
+    )
+    parser.add_argument(
+        "--broker", choices=("redis", "rabbitmq"), help="run only the scenarios on this broker"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("CHAOS_JOBS", "1")),
+        help="scenarios run side by side, each on a Redis db of its own (default 1)",
+    )
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)  # a child: run this one
+    parser.add_argument("--template", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    RESULTS.mkdir(exist_ok=True)
+    if args.scenario:
+        return _child(args)
+    jobs = scenarios()
+    unknown = sorted(set(args.only or ()) - {job.module for job in jobs})
+    if unknown:
+        known = sorted({job.module for job in jobs})
+        parser.error(f"no scenario {', '.join(unknown)}; choose from {', '.join(known)}")
+    if not 1 <= args.jobs <= 4:
+        parser.error("--jobs takes 1 to 4")
+    chosen = [
+        job
+        for job in jobs
+        if (not args.only or job.module in args.only) and args.broker in (None, job.broker)
+    ]
+    if not chosen:
+        parser.error("no scenario matches the --only and --broker given")
+    RESULTS.mkdir(parents=True, exist_ok=True)
     template = f"backstop_chaos_{os.getpid()}"
     _create_database(template)
-    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
     try:
         _setup_django(_environment(template))
-        logging.getLogger("httpx").setLevel(logging.WARNING)
         users = _prepare()
-        for number, module in enumerate(args.only or SCENARIOS, start=1):
-            scenario = importlib.import_module(f"tests.chaos.scenarios.{module}")
-            print(f"--- {scenario.NAME} (seed {args.seed})", flush=True)
-            rows.append(_run(scenario, template, number, users, args))
+        rows = _run_children(chosen, template, users, args)
     finally:
         _drop_database(template)
     _write(rows, quick=args.quick)
+    print(f"{len(rows)} scenarios in {time.monotonic() - started:.0f} s", flush=True)
     return 0 if all(r["verdict"] == "pass" for r in rows) else 1
 
 
-def _run(
-    scenario: Any, template: str, number: int, users: Users, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Run one scenario against its own clone of the migrated database; return its row."""
-    name = f"{template}_{number}"
-    _create_database(name, template=template)
-    _use_database(name)
-    for old in RESULTS.glob(f"{scenario.NAME}-*.log"):
-        old.unlink()
-    env = {**_environment(name), **scenario.ENV}
-    cluster = Cluster(env, RESULTS, _free_port(), prefix=f"{scenario.NAME}-")
+def _run_children(
+    chosen: list[Job], template: str, users: Users, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Run each job in a child process, ``args.jobs`` at a time (those that must run alone
+    after the rest, one by one); return their rows in the issue's order."""
+    rows: dict[Job, dict[str, Any]] = {}
+    database = {job: f"{template}_{n}" for n, job in enumerate(chosen, start=1)}
+    for batch, width in (
+        ([j for j in chosen if not j.alone], args.jobs),
+        ([j for j in chosen if j.alone], 1),
+    ):
+        waiting = list(batch)
+        running: dict[int, tuple[subprocess.Popen[bytes], Job]] = {}  # by Redis db
+        while waiting or running:
+            free = [db for db in _redis_dbs(args.jobs) if db not in running]
+            for db in free[: width - len(running)]:
+                if not waiting:
+                    break
+                job = waiting.pop(0)
+                running[db] = (_start_child(job, template, database[job], db, users, args), job)
+            for db, (child, job) in list(running.items()):
+                if child.poll() is not None:
+                    del running[db]
+                    rows[job] = _collect(job, child.returncode)
+            time.sleep(0.5)
+    return [rows[job] for job in chosen]
+
+
+def _redis_dbs(jobs: int) -> list[int]:
+    """The Redis dbs of side-by-side scenarios: CHAOS_REDIS_URL's, then the ones below it."""
+    base = int(REDIS_URL.rsplit("/", 1)[1])
+    return [base - i for i in range(jobs)]
+
+
+def _start_child(
+    job: Job, template: str, database: str, db: int, users: Users, args: argparse.Namespace
+) -> subprocess.Popen[bytes]:
+    print(f"--- {job.key} started (seed {args.seed}, Redis db {db})", flush=True)
+    argv = [sys.executable, "-m", "tests.chaos", "--scenario", job.module, "--template", template]
+    argv += ["--database", database, "--seed", str(args.seed), "--broker", job.broker]
+    argv += ["--quick"] if args.quick else []
+    env = {
+        **os.environ,
+        "CHAOS_REDIS_URL": f"{REDIS_URL.rsplit('/', 1)[0]}/{db}",
+        "CHAOS_API_TOKEN": users.api,
+        "CHAOS_OPERATOR_TOKEN": users.operator,
+    }
+    (RESULTS / f"{job.key}.row.json").unlink(missing_ok=True)
+    with (RESULTS / f"{job.key}-harness.log").open("wb") as out:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _collect(job: Job, returncode: int) -> dict[str, Any]:
+    """Print a finished child's output; return its row (a failing one if it wrote none)."""
+    output = (RESULTS / f"{job.key}-harness.log").read_text(errors="replace")
+    print(f"--- {job.key} ended ({returncode})\n{output.rstrip()}", flush=True)
     try:
-        cluster.start()
-        result: dict[str, Any] = scenario.run(cluster, users, quick=args.quick, seed=args.seed)
-        return result
+        found: dict[str, Any] = json.loads((RESULTS / f"{job.key}.row.json").read_text())
+        return found
+    except FileNotFoundError:
+        crashed: dict[str, Any] = dict.fromkeys(COLUMNS, 0)
+        crashed.update(scenario=job.key, verdict="fail", problems=["the scenario crashed"])
+        return crashed
+
+
+def _child(args: argparse.Namespace) -> int:
+    """Run one scenario against its own clone of the template (and, on RabbitMQ, a virtual
+    host of its own); write its row to a file."""
+    global BROKER_URL
+    name = args.database
+    job = Job(0, args.scenario, False, args.broker or "redis")
+    _create_database(name, template=args.template)
+    if job.broker == "rabbitmq":
+        BROKER_URL = rabbitmq.create_vhost(name)
+    try:
+        _setup_django(_environment(name))
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        scenario = importlib.import_module(f"tests.chaos.scenarios.{args.scenario}")
+        title = scenario.NAME if job.broker == "redis" else f"{scenario.NAME}-{job.broker}"
+        users = Users(os.environ["CHAOS_API_TOKEN"], os.environ["CHAOS_OPERATOR_TOKEN"])
+        for old in RESULTS.glob(f"{title}-*.log"):
+            old.unlink()
+        env = {**_environment(name), **scenario.ENV}
+        cluster = Cluster(env, RESULTS, _free_port(), prefix=f"{title}-")
+        try:
+            if getattr(scenario, "PROCESSES", True):
+                cluster.start()
+            result: dict[str, Any] = scenario.run(cluster, users, quick=args.quick, seed=args.seed)
+        finally:
+            cluster.stop()
+        result["scenario"] = title
     finally:
-        cluster.stop()
         _drop_database(name)
+        if job.broker == "rabbitmq":
+            rabbitmq.delete_vhost(name)
+    (RESULTS / f"{job.key}.row.json").write_text(json.dumps(result))
+    return 0
 
 
 def _environment(name: str) -> dict[str, str]:
@@ -112,7 +255,7 @@ def _environment(name: str) -> dict[str, str]:
         DEBUG="1",
         DATABASE_URL=f"{base}/{name}",
         REDIS_URL=REDIS_URL,
-        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_BROKER_URL=BROKER_URL,
         EVENTSTORE_EXTRA_HANDLER_MODULES="tests.chaos.handlers",
         PYTHONPATH=str(ROOT),
         LOG_FORMAT="text",
@@ -128,14 +271,6 @@ def _create_database(name: str, template: str | None = None) -> None:
     with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"{from_template}')
     redis.Redis.from_url(REDIS_URL).flushdb()
-
-
-def _use_database(name: str) -> None:
-    """Point this process's Django connection (the accounting's) at database ``name``."""
-    from django.db import connections
-
-    connections.close_all()
-    connections["default"].settings_dict["NAME"] = name
 
 
 def _drop_database(name: str) -> None:

@@ -112,9 +112,10 @@ class Load:
     def _send(self, client: httpx.Client, command: Command) -> None:
         headers = {"X-Request-ID": command.id}
         attempts = CREATE_ATTEMPTS if command.kind == "create" else 1
+        body = self._body(command)  # once: a create sent again repeats its body exactly
         for _ in range(attempts):
             try:
-                response = self._request(client, command, headers)
+                response = self._request(client, command, headers, body)
             except httpx.HTTPError as exc:
                 command.error = f"{type(exc).__name__}: {exc}"
                 continue
@@ -128,23 +129,32 @@ class Load:
                 self.open.append(command.stream_id)
 
     def _request(
-        self, client: httpx.Client, command: Command, headers: dict[str, str]
+        self,
+        client: httpx.Client,
+        command: Command,
+        headers: dict[str, str],
+        body: dict[str, Any] | None,
     ) -> httpx.Response:
         todo = f"/api/v1/todos/{command.stream_id}/"
         if command.kind == "create":
             return client.post(
-                "/api/v1/todos/",
-                json=self._todo_body(command),
-                headers={**headers, "Idempotency-Key": command.id},
+                "/api/v1/todos/", json=body, headers={**headers, "Idempotency-Key": command.id}
             )
         if command.kind == "update":
-            body = {"title": f"chaos update {command.id[:8]}"}
             return client.patch(todo, json=body, headers=headers)
         if command.kind == "complete":
             return client.post(f"{todo}complete/", headers=headers)
-        remind_at = datetime.now(tz=UTC) + timedelta(seconds=self.rng.uniform(3, 20))
-        body: dict[str, Any] = {"remind_at": remind_at.isoformat(), "channels": ["email"]}
         return client.post(f"{todo}reminders/", json=body, headers=headers)
+
+    def _body(self, command: Command) -> dict[str, Any] | None:
+        if command.kind == "create":
+            return self._todo_body(command)
+        if command.kind == "update":
+            return {"title": f"chaos update {command.id[:8]}"}
+        if command.kind == "complete":
+            return None
+        remind_at = datetime.now(tz=UTC) + timedelta(seconds=self.rng.uniform(3, 20))
+        return {"remind_at": remind_at.isoformat(), "channels": ["email"]}
 
     def _todo_body(self, command: Command) -> dict[str, Any]:
         fault = f" fault:{command.fault}" if command.fault else ""

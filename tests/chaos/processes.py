@@ -79,7 +79,7 @@ class Cluster:
                 "--scheduler",
                 "apps.console.beat:HeartbeatScheduler",
                 "--schedule",
-                str(self.log_dir / "beat-schedule"),
+                str(self.log_dir / f"{self.prefix}beat-schedule"),
             ],
         )
 

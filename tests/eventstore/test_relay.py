@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter as Tally
+from collections.abc import Callable
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from kombu import Connection
 
 from apps.eventstore import relay
@@ -105,3 +108,39 @@ def test_the_publish_copies_switch_sends_each_message_that_many_times(
 
     relay.send_delivery("test.relay-probe", opened[0].event_id)
     assert probe_messages(settings.CELERY_BROKER_URL) == Tally({str(opened[0].event_id): 2})
+
+
+def test_a_relay_that_dies_between_sending_and_marking_leaves_its_rows_to_the_sweep(
+    probe_queue: str, settings
+) -> None:
+    # Fault injection for `make chaos` (the relay's crash window): the publishing process
+    # exits right after sending, so its rows stay unpublished and the sweep sends them again.
+    settings.OUTBOX_PUBLISH_ON_COMMIT = False
+    settings.OUTBOX_SWEEP_GRACE_SECONDS = 0
+    opened = open_counters(2)
+    settings.EVENTSTORE_RELAY_CRASH_RATE = 1.0
+
+    assert exit_code_of(relay.publish_pending) == 70
+
+    assert probe_messages(settings.CELERY_BROKER_URL) == Tally(str(e.event_id) for e in opened)
+    assert OutboxMessage.objects.filter(published_at__isnull=True).count() == 2
+    settings.EVENTSTORE_RELAY_CRASH_RATE = 0.0
+    assert relay.sweep() == 2
+    assert probe_messages(settings.CELERY_BROKER_URL) == Tally(str(e.event_id) for e in opened)
+    assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
+
+
+def exit_code_of(function: Callable[[], object]) -> int | None:
+    """Run ``function`` in a forked child with database connections of its own; return the
+    child's exit status (None if it returned instead of exiting)."""
+    pid = os.fork()
+    if pid == 0:  # the child: forget the parent's connections (closing them would end them)
+        for conn in connections.all(initialized_only=True):
+            conn.connection = None
+        try:
+            function()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return None if code == 0 else code

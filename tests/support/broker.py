@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,6 +106,9 @@ class PrivateRedis:
 
     port: int
     process: subprocess.Popen[bytes] | None = None
+    # Where it keeps its data across a restart (an append-only file, fsynced on every write);
+    # None: nothing is kept, each start is empty.
+    data_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -120,10 +124,18 @@ class PrivateRedis:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tempfile.gettempdir(),
+                *(
+                    ["--appendonly", "no", "--dir", tempfile.gettempdir()]
+                    if self.data_dir is None
+                    else [
+                        "--appendonly",
+                        "yes",
+                        "--appendfsync",
+                        "always",
+                        "--dir",
+                        str(self.data_dir),
+                    ]
+                ),
             ],
             stdout=subprocess.DEVNULL,
         )

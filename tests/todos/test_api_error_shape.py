@@ -28,7 +28,16 @@ def error_of(response: Any, status: int) -> dict[str, Any]:
 
 
 @DEBUG_ON_AND_OFF
-@pytest.mark.parametrize("path", ["/api/v1/nope/", "/api/v1/todos/x/y/z/", "/api/nope/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/nope/",
+        "/api/v1/todos/x/y/z/",
+        "/api/nope/",
+        "/api/v1/ops/sagas/%0A/",  # a line break where a UUID belongs
+        "/api/v1/ops/dead-letters/1%0A2/",
+    ],
+)
 def test_an_unknown_api_url_is_a_json_404(alice: Api, debug: bool, path: str) -> None:
     with override_settings(DEBUG=debug):
         response = alice.client.get(path)

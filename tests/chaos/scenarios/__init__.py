@@ -1,1 +1,3 @@
-"""One module per chaos scenario, each with ``run(cluster, token, *, quick, seed)``."""
+"""One module per chaos scenario: ``NUMBER`` (its number in the issue, the run order),
+``NAME``, ``ENV`` (extra environment of its processes), ``PROCESSES`` (default True: start
+gunicorn, the workers and beat) and ``run(cluster, users, *, quick, seed)`` returning its row."""

@@ -12,20 +12,22 @@ from tests.chaos.drain import drain
 from tests.chaos.load import Load
 from tests.chaos.scenarios.common import Users, base_url, row, set_email
 
+NUMBER = 6
 NAME = "duplicate-delivery"
 COPIES = 2
 ENV = {"EVENTSTORE_PUBLISH_COPIES": str(COPIES)}
+RABBITMQ = True  # run on RabbitMQ too
 PER_SECOND = 12.5
 
 
 def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> dict[str, Any]:
     """Run the scenario and return its table row (with its findings under ``problems``)."""
-    from tests.chaos.harness import RECONCILER_THRESHOLD, REDIS_URL
+    from tests.chaos.harness import BROKER_URL, RECONCILER_THRESHOLD
 
     url = base_url(cluster.port)
     set_email(url, users.api)
     commands = Load(url, users.api, seed, PER_SECOND).run(300 if quick else 3000)
-    seconds, left = drain(REDIS_URL, RECONCILER_THRESHOLD + 120)
+    seconds, left = drain(BROKER_URL, RECONCILER_THRESHOLD + 120)
     report = account(commands)
     copies = skipped_copies(cluster)
     # Proof that the fault was injected: the second copies arrived and did nothing.

@@ -38,6 +38,7 @@ from tests.chaos.effects import (
 from tests.chaos.load import Load
 from tests.chaos.scenarios.common import Users, base_url, row
 
+NUMBER = 7
 NAME = "poison-mix"
 LOST_LIMIT = 2
 ENV = {"RESILIENCE_WORKER_LOST_LIMIT": str(LOST_LIMIT)}

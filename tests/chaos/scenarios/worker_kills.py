@@ -19,13 +19,15 @@ CHILD_EVERY, MAIN_EVERY = 2.0, 10.0
 PER_SECOND = 12.5
 
 
+NUMBER = 1
 NAME = "worker-kills"
 ENV: dict[str, str] = {}
+RABBITMQ = True  # run on RabbitMQ too
 
 
 def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> dict[str, Any]:
     """Run the scenario and return its table row (with its findings under ``problems``)."""
-    from tests.chaos.harness import RECONCILER_THRESHOLD, REDIS_URL
+    from tests.chaos.harness import BROKER_URL, RECONCILER_THRESHOLD
 
     url = base_url(cluster.port)
     set_email(url, users.api)
@@ -39,7 +41,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
     finally:
         stop.set()
         thread.join()
-    seconds, left = drain(REDIS_URL, RECONCILER_THRESHOLD + 120)
+    seconds, left = drain(BROKER_URL, RECONCILER_THRESHOLD + 120)
     summary = f"{killer.child_kills} child kills, {killer.main_kills} worker kills"
     return row(NAME, account(commands), seconds, left, summary)
 
