@@ -1,7 +1,8 @@
 """The API's one exception handler: every error becomes ``{"error": {code, message, fields}}``.
 
 Domain errors are mapped by their kind (the same taxonomy the handler runtime uses);
-DRF's own errors keep their status. Nothing unexpected leaks a traceback.
+DRF's own errors keep their status; infrastructure errors a retry may cure (``classify``:
+a dropped or refused database connection) are a 503. Nothing unexpected leaks a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rest_framework.settings import api_settings
 
 from apps.api.idempotency import IdempotencyKeyReused
 from apps.eventstore.exceptions import ConcurrencyConflict
+from apps.resilience.classify import classify
 from apps.resilience.taxonomy import BackstopError, ErrorKind, RateLimited
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ _STATUS_BY_KIND = {
     ErrorKind.TRANSIENT: (503, "unavailable"),
     ErrorKind.TIMEOUT: (503, "unavailable"),
 }
+# Infrastructure failures (classify's kinds) the client may simply retry: a dropped or
+# refused database connection during a restart or failover, the cache or a service down.
+_RETRYABLE_KINDS = {ErrorKind.UNAVAILABLE, ErrorKind.TRANSIENT, ErrorKind.TIMEOUT}
 
 
 def error_body(
@@ -70,6 +75,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.PermissionDenied()
     if isinstance(exc, exceptions.APIException):
         return _api(exc)
+    if classify(exc).kind in _RETRYABLE_KINDS:
+        logger.warning("a dependency failed in %s: %r", context.get("view"), exc)
+        message = "A service Backstop depends on is briefly unavailable; try again."
+        return Response(error_body("unavailable", message), status=503)
     logger.exception("unexpected error in %s", context.get("view"))
     return Response(error_body("server_error", "Something went wrong on our side."), status=500)
 

@@ -33,6 +33,7 @@ _ERRORS = {
     "415": "The body is not JSON.",
     "422": "The `Idempotency-Key` was used with another body.",
     "429": "Too many requests: retry after `Retry-After` seconds.",
+    "503": "A service Backstop depends on (its database, say) is briefly unavailable: retry.",
 }
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -56,7 +57,7 @@ def _error_statuses(path: str, method: str, operation: dict[str, Any]) -> list[s
     parameters = operation.get("parameters", [])
     has_body = "requestBody" in operation
     has_id = "{" in path
-    statuses = {"429"}
+    statuses = {"429", "503"}
     if has_body or any(p["in"] != "path" for p in parameters):
         statuses.add("400")
     security = operation.get("security", [])
