@@ -8,6 +8,9 @@ and does nothing. No state is read, changed and written back, so two workers can
 open a breaker, or close one while another re-opens it (the read-modify-write races that
 shared-state breakers are known for). Half-open probes are leases: ``cache.add`` of one of
 ``half_open_max_calls`` slot keys with an expiry, so a prober that crashed frees its slot.
+A successful probe gives its slot back after it has closed the breaker (if it did); a failed
+one keeps it until its lease lapses, so a worker that read "half-open" just before the
+re-opening can't take it and call the dependency that just failed.
 
 Atomicity holds on Redis (``add`` is ``SET NX``, ``incr`` is ``INCR``); the embedded
 default's file cache gives the same results for a single worker.
@@ -168,18 +171,19 @@ class CircuitBreaker:
         if permit.slot is None or not permit.tracked:
             return
         successes = _incr(self._key(f"g{permit.generation}:ok"), timeout=_DAY)
-        self._release_probe(permit)
         if successes >= self.config.success_threshold:
             self._leave(
                 permit.generation, State.HALF_OPEN, State.CLOSED, f"{successes} probes succeeded"
             )
+        self._release_probe(permit)  # after closing: no extra probe slips in before it
 
     def record_failure(self, permit: Permit, reason: str) -> None:
         """Count a failed call: a failed probe re-opens, a full window opens."""
         if not permit.tracked:
             return
         if permit.slot is not None:
-            self._release_probe(permit)
+            # The slot is not given back but lapses with its lease: freed before (or just
+            # after) the re-opening, it would let a worker that saw "half-open" call again.
             self._leave(permit.generation, State.HALF_OPEN, State.OPEN, f"probe failed: {reason}")
             return
         if self.snapshot().state is not State.CLOSED:

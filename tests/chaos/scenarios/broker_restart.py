@@ -12,8 +12,8 @@ end, each effect once — what the flushed broker dropped, the ledger re-sends):
 - no request answered 5xx: the broker is not the API's business (the command commits and
   the sweep publishes what the on-commit relay could not).
 
-QUICK: restarts at 6, 16 and 26 s of 40 s of commands at 10 a second (400); full: at 60,
-160 and 260 s of 400 s (4,000).
+QUICK: restarts at 4, 12 and 20 s of 30 s of commands at 10 a second (300); full: at 40,
+120 and 200 s of 300 s (3,000).
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
         url = base_url(cluster.port)
         set_email(url, users.api)
         restarts: list[datetime] = []
-        plan = [(6.0 * scale, False), (16.0 * scale, False), (26.0 * scale, True)]
+        plan = [(4.0 * scale, False), (12.0 * scale, False), (20.0 * scale, True)]
         restarter = threading.Thread(
             target=_restart, args=(broker, data, plan, restarts), name="restarter"
         )
         restarter.start()
         try:
-            commands = Load(url, users.api, seed, PER_SECOND).run(int(40 * scale * PER_SECOND))
+            commands = Load(url, users.api, seed, PER_SECOND).run(int(30 * scale * PER_SECOND))
         finally:
             restarter.join()
         commands += _until_consumed(url, users.api, cluster, restarts)

@@ -17,7 +17,7 @@ NAME = "duplicate-delivery"
 COPIES = 2
 ENV = {"EVENTSTORE_PUBLISH_COPIES": str(COPIES)}
 RABBITMQ = True  # run on RabbitMQ too
-PER_SECOND = 12.5
+PER_SECOND = 20.0
 
 
 def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
 
     url = base_url(cluster.port)
     set_email(url, users.api)
-    commands = Load(url, users.api, seed, PER_SECOND).run(300 if quick else 3000)
+    commands = Load(url, users.api, seed, PER_SECOND).run(200 if quick else 3000)
     seconds, left = drain(BROKER_URL, RECONCILER_THRESHOLD + 120)
     report = account(commands)
     copies = skipped_copies(cluster)

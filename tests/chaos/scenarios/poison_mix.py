@@ -44,7 +44,7 @@ LOST_LIMIT = 2
 ENV = {"RESILIENCE_WORKER_LOST_LIMIT": str(LOST_LIMIT)}
 SHARES = {PERMANENT: 0.02, TRANSIENT: 0.05, KILL: 0.005}
 EXPECTED_KIND = {PERMANENT: "business_rule", KILL: "system"}
-PER_SECOND = 12.5
+PER_SECOND = 20.0
 
 
 def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
     from tests.chaos.harness import RECONCILER_THRESHOLD, REDIS_URL
 
     url, broker = base_url(cluster.port), redis.Redis.from_url(REDIS_URL)
-    n = 400 if quick else 4000
+    n = 300 if quick else 4000
     broker.set(FAULTS_ON_KEY, 1)
     load = Load(
         url, users.api, seed, PER_SECOND, mix={"create": 1}, recurring_share=0, faults=plan(n, seed)

@@ -9,8 +9,8 @@ outbox die at random points:
 
 A request whose process died gets no answer: a create is sent again with its idempotency
 key, anything else ends "failed" (it may well have taken effect). Every acknowledged
-command must have its event, every event its deliveries, each effect once. QUICK: 250
-commands at 12.5 a second (20 s); full: 2,500.
+command must have its event, every event its deliveries, each effect once. QUICK: 200
+commands at 15 a second (13 s); full: 2,500.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ NAME = "relay-crash"
 CRASH_RATE = 0.05
 ENV = {"EVENTSTORE_RELAY_CRASH_RATE": str(CRASH_RATE)}
 KILL_EVERY = 4.0
-PER_SECOND = 12.5
+PER_SECOND = 15.0
 CRASH_LINE = "fault injection: the relay exits between sending and marking published"
 
 
@@ -49,7 +49,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
     )
     killer.start()
     try:
-        commands = Load(url, users.api, seed, PER_SECOND).run(250 if quick else 2500)
+        commands = Load(url, users.api, seed, PER_SECOND).run(200 if quick else 2500)
     finally:
         stop.set()
         killer.join()

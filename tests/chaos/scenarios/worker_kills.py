@@ -15,8 +15,8 @@ from tests.chaos.load import Load
 from tests.chaos.scenarios.common import Users, base_url, row, set_email
 
 CHILD_EVERY, MAIN_EVERY = 2.0, 10.0
-# 500 commands take 40 s: about 16 child kills and 4 worker kills land while they flow.
-PER_SECOND = 12.5
+# 300 commands take 20 s (QUICK): about 8 child kills and 2 worker kills land while they flow.
+PER_SECOND = 15.0
 
 
 NUMBER = 1
@@ -31,7 +31,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
 
     url = base_url(cluster.port)
     set_email(url, users.api)
-    n = 500 if quick else 5000
+    n = 300 if quick else 5000
     stop = threading.Event()
     killer = Killer(cluster, random.Random(seed), stop)
     thread = threading.Thread(target=killer.run, name="killer")
