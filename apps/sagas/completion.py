@@ -12,8 +12,9 @@ Started by ``todo.completed``:
    can't be unsent, so this step has no compensation and may fail: its failure is
    recorded and the saga still completes.
 
-If the next occurrence can't be created (its rule no longer gives a date), the saga
-restores the reminders and reopens the todo.
+If the next occurrence can't be created (its step fails for good), the saga restores the
+reminders and reopens the todo. A series whose rule gives no further date simply ends: the
+step completes with no occurrence, and so does the saga.
 """
 
 from __future__ import annotations

@@ -10,13 +10,28 @@ title names (``fault:permanent|transient|kill``) while the Redis key ``FAULTS_ON
 exists: a business-rule failure, a transient failure for the first 3 runs, or the death of
 its worker process on every run. An event in the Redis set ``HEALED_KEY`` gets no fault: the
 bug fixed for it alone, while the same failure keeps hitting new events.
+
+``chaos-completion`` (scenario 13) is a saga started by ``todo.completed`` while the Redis
+key ``SAGAS_ON_KEY`` exists; otherwise its start handler does nothing. Its steps
+``reserve``, ``charge`` and ``confirm`` each record one effect event in an effect stream of
+(step, saga), as do the compensations of the first two (``reserve.undo``, ``charge.undo``).
+The todo's title may name a step that fails for good (``fault:charge``,
+``fault:confirm``: a business-rule failure before any effect), which makes the saga
+compensate. While ``HOLD_KEY`` is set, the next step or compensation to run takes it,
+writes its effect, publishes its pid in the hash ``HELD_KEY`` and holds its transaction
+open (at most ``HOLD_SECONDS``) for the harness to SIGKILL its worker process: the one who
+deletes the pid from the hash (``HDEL``) owns it, the killer or, past the hold, the step.
+A saga in the set ``KILLED_KEY`` holds no more.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -27,7 +42,10 @@ from apps.eventstore.registry import DomainEvent, RecordedEvent, event
 from apps.eventstore.store import CommandContext
 from apps.eventstore.subscriptions import handles
 from apps.resilience.taxonomy import BusinessRuleViolation, TransientError
-from apps.todos.events import TodoCreated
+from apps.sagas import definitions, orchestrator
+from apps.sagas.definitions import SagaDefinition, SagaRun, Step
+from apps.todos.events import TodoCompleted, TodoCreated
+from apps.todos.services import repository as todos
 from tests.chaos.effects import (
     EFFECT_STREAM_TYPE,
     FAULTS_ON_KEY,
@@ -94,4 +112,88 @@ def _record_effect(recorded: RecordedEvent, handler: str) -> None:
         expected_version=Event.objects.filter(stream_id=stream_id).count(),
         events=[EffectRecorded(source=recorded.event_id)],
         context=CommandContext(actor_id="system").caused_by(recorded),
+    )
+
+
+# -- the chaos saga (scenario 13) ---------------------------------------------------------
+
+SAGA = "chaos-completion"
+SAGA_START = "chaos.saga-start"
+SAGA_STEPS = ("reserve", "charge", "confirm")
+SAGA_COMPENSATED = ("reserve", "charge")  # the steps with a compensation
+SAGAS_ON_KEY = "chaos:sagas-on"  # the saga starts only while this key exists
+HOLD_KEY = "chaos:saga-hold"  # set: the next step to run holds still, to be killed
+HELD_KEY = "chaos:saga-held"  # hash: pid -> "<handler> <saga id> <message event id>"
+KILLED_KEY = "chaos:saga-killed"  # set: sagas a step of which was killed (they hold no more)
+HOLD_SECONDS = 2.0
+# How long a step may take in all (queued included) before the stuck-saga sweep resends it.
+SAGA_STEP_DEADLINE = 5.0
+_SAGA_FAULT = re.compile(r"\bfault:(charge|confirm)\b")
+
+
+def saga_fault_of(title: str) -> str | None:
+    """Return the step of the chaos saga that a todo's title makes fail for good, if any."""
+    found = _SAGA_FAULT.search(title)
+    return found.group(1) if found else None
+
+
+def _saga_step(step: str, run: SagaRun, *, undo: bool) -> Mapping[str, Any]:
+    """Fail if the saga's todo asks this step to; else record one effect (and hold)."""
+    if not undo and run.context.get("fails_at") == step:
+        raise BusinessRuleViolation(f"chaos: saga step {step} fails for good")
+    handler = definitions.handler_name(SAGA, step, undo=undo)
+    stream_id = effect_stream(run.saga_id, handler)
+    store.append(
+        stream_type=EFFECT_STREAM_TYPE,
+        stream_id=stream_id,
+        expected_version=Event.objects.filter(stream_id=stream_id).count(),
+        events=[EffectRecorded(source=run.saga_id)],
+        context=run.command,
+    )
+    _hold(handler, run)
+    return {f"{step}_done": True}
+
+
+def _hold(handler: str, run: SagaRun) -> None:
+    """If the harness asked for a step to kill, be it: publish this pid and wait, the
+    effect written and the transaction open. Whoever deletes the pid from ``HELD_KEY``
+    first owns the step: the killer (the SIGKILL follows) or, past the hold, the step."""
+    broker = redis.Redis.from_url(settings.REDIS_URL.split(",")[0])
+    if broker.sismember(KILLED_KEY, str(run.saga_id)) or not broker.delete(HOLD_KEY):
+        return
+    pid = str(os.getpid())
+    broker.hset(HELD_KEY, pid, f"{handler} {run.saga_id} {run.command.causation_id}")
+    deadline = time.monotonic() + HOLD_SECONDS
+    while time.monotonic() < deadline and broker.hexists(HELD_KEY, pid):
+        time.sleep(0.02)
+    if not broker.hdel(HELD_KEY, pid):
+        time.sleep(HOLD_SECONDS)  # claimed by the killer: its SIGKILL is on the way
+
+
+def _chaos_step(name: str, *, compensates: bool) -> Step:
+    return Step(
+        name,
+        action=lambda run: _saga_step(name, run, undo=False),
+        compensation=(lambda run: _saga_step(name, run, undo=True)) if compensates else None,
+        timeout=10.0,
+        deadline=SAGA_STEP_DEADLINE,
+    )
+
+
+CHAOS_SAGA = orchestrator.register(
+    SagaDefinition(
+        name=SAGA,
+        steps=tuple(_chaos_step(s, compensates=s in SAGA_COMPENSATED) for s in SAGA_STEPS),
+    )
+)
+
+
+@handles(TodoCompleted, name=SAGA_START)
+def start_chaos_saga(recorded: RecordedEvent) -> None:
+    """While sagas are on, start the chaos saga, failing at the step the title names."""
+    if not redis.Redis.from_url(settings.REDIS_URL.split(",")[0]).exists(SAGAS_ON_KEY):
+        return
+    fails_at = saga_fault_of(todos.load(recorded.stream_id).title)
+    orchestrator.start(
+        SAGA, trigger=recorded, subject_id=recorded.stream_id, context={"fails_at": fails_at}
     )
