@@ -227,6 +227,9 @@ def _child(args: argparse.Namespace) -> int:
         title = scenario.NAME if job.broker == "redis" else f"{scenario.NAME}-{job.broker}"
         users = Users(os.environ["CHAOS_API_TOKEN"], os.environ["CHAOS_OPERATOR_TOKEN"])
         for old in RESULTS.glob(f"{title}-*.log"):
+            # Not the RabbitMQ run's logs (its title extends this one's): it may be running.
+            if job.broker == "redis" and old.name.startswith(f"{title}-rabbitmq-"):
+                continue
             old.unlink()
         env = {**_environment(name), **scenario.ENV}
         cluster = Cluster(env, RESULTS, _free_port(), prefix=f"{title}-")
