@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -63,6 +64,8 @@ TIMINGS = {
 # The reconciler re-sends a pair that made no progress within this long (a running pair:
 # its hard time limit plus the margin), checked every LEDGER_RECONCILE_SECONDS.
 RECONCILER_THRESHOLD = 15 + 5 + 2
+# A scenario's child running longer than this is stopped, and its row fails.
+CHILD_LIMIT_QUICK, CHILD_LIMIT = 10 * 60.0, 45 * 60.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ def _run_children(
     after the rest, one by one); return their rows in the issue's order."""
     rows: dict[Job, dict[str, Any]] = {}
     database = {job: f"{template}_{n}" for n, job in enumerate(chosen, start=1)}
+    started: dict[Job, float] = {}
+    limit = CHILD_LIMIT_QUICK if args.quick else CHILD_LIMIT
     for batch, width in (
         ([j for j in chosen if not j.alone], args.jobs),
         ([j for j in chosen if j.alone], 1),
@@ -165,13 +170,27 @@ def _run_children(
                 if not waiting:
                     break
                 job = waiting.pop(0)
+                started[job] = time.monotonic()
                 running[db] = (_start_child(job, template, database[job], db, users, args), job)
             for db, (child, job) in list(running.items()):
+                if child.poll() is None and time.monotonic() > started[job] + limit:
+                    print(f"--- {job.key} ran past {limit / 60:.0f} minutes: stopped", flush=True)
+                    _stop_child(child)
                 if child.poll() is not None:
                     del running[db]
                     rows[job] = _collect(job, child.returncode)
             time.sleep(0.5)
     return [rows[job] for job in chosen]
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child (it stops what it started on the way out), SIGKILL it after 60 s."""
+    child.terminate()
+    try:
+        child.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def _redis_dbs(jobs: int) -> list[int]:
@@ -215,6 +234,9 @@ def _child(args: argparse.Namespace) -> int:
     """Run one scenario against its own clone of the template (and, on RabbitMQ, a virtual
     host of its own); write its row to a file."""
     global BROKER_URL
+    # A SIGTERM from the parent (past its time) unwinds like an error: every finally below
+    # stops the processes and servers this scenario started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     name = args.database
     job = Job(0, args.scenario, False, args.broker or "redis")
     _create_database(name, template=args.template)
