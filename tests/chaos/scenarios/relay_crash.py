@@ -5,7 +5,7 @@ outbox die at random points:
   worker) exits its process with probability ``CRASH_RATE`` right after sending its
   messages and before marking its rows published (``EVENTSTORE_RELAY_CRASH_RATE``, a
   fault-injection setting): the rows stay unpublished, the sweep sends them again;
-- a random gunicorn worker gets SIGKILL every ``KILL_EVERY`` (4) seconds, wherever it is.
+- a random gunicorn worker gets SIGKILL every ``KILL_EVERY`` (8) seconds, wherever it is.
 
 A request whose process died gets no answer: a create is sent again with its idempotency
 key, anything else ends "failed" (it may well have taken effect). Every acknowledged
@@ -31,7 +31,7 @@ NUMBER = 2
 NAME = "relay-crash"
 CRASH_RATE = 0.05
 ENV = {"EVENTSTORE_RELAY_CRASH_RATE": str(CRASH_RATE)}
-KILL_EVERY = 4.0
+KILL_EVERY = 8.0
 PER_SECOND = 15.0
 CRASH_LINE = "fault injection: the relay exits between sending and marking published"
 
