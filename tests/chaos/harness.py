@@ -135,6 +135,7 @@ def main(argv: list[str]) -> int:
     if not chosen:
         parser.error("no scenario matches the --only and --broker given")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    _drop_orphans()
     template = f"backstop_chaos_{os.getpid()}"
     _create_database(template)
     started = time.monotonic()
@@ -307,6 +308,25 @@ def _drop_database(name: str) -> None:
     connections.close_all()
     with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _drop_orphans() -> None:
+    """Drop the databases of earlier runs whose harness is gone (killed before its end),
+    unless databases are being kept (CHAOS_KEEP_DB)."""
+    if os.environ.get("CHAOS_KEEP_DB"):
+        return
+    with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
+        names = [
+            name
+            for (name,) in conn.execute(
+                "SELECT datname FROM pg_database"
+                " WHERE datname ~ '^backstop_chaos_[0-9]+(_[0-9]+)?$'"
+            )
+        ]
+        for name in names:
+            if not Path(f"/proc/{name.split('_')[2]}").exists():
+                print(f"dropping {name}, left by a run that was killed", flush=True)
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _setup_django(env: dict[str, str]) -> None:
