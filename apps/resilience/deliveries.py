@@ -41,6 +41,7 @@ class Started:
     troubled: bool = False  # an ordered handler's stream has an open dead letter or parking
     replay_of: int | None = None  # the dead letter this run retries
     stray: bool = False  # a copy of a message for a dead-lettered pair: ignored
+    resends: int = 0  # messages the reconciler has sent for the pair so far
 
     @property
     def worker_losses(self) -> int:
@@ -93,12 +94,14 @@ def _start(sub: Subscription, row: Event, forgive: int, dead_letter_id: int | No
                     reconcile_at = CASE WHEN {stray} THEN NULL ELSE EXCLUDED.reconcile_at END,
                     updated_at = EXCLUDED.updated_at
             RETURNING id, starts, finishes, attempts, {trouble}, replay_of_id,
-                status = 'dead_lettered'
+                status = 'dead_lettered', resends
             """,
             params + trouble_params,
         )
-        pk, starts, finishes, attempts, troubled, replay_of, is_stray = cursor.fetchone()
-        started = Started(pk, starts, finishes, attempts, troubled, replay_of, stray=is_stray)
+        pk, starts, finishes, attempts, troubled, replay_of, is_stray, resends = cursor.fetchone()
+        started = Started(
+            pk, starts, finishes, attempts, troubled, replay_of, stray=is_stray, resends=resends
+        )
     if dead_letter_id is not None and started.replay_of is None:  # a message sent before
         started = replace(started, replay_of=dead_letter_id)  # the ledger knew replays
     return started

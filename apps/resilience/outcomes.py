@@ -74,7 +74,7 @@ def _on_failure(
         last_kind=classification.kind,
         last_error=_describe(exc),
         next_attempt_at=next_attempt_at,
-        reconcile_at=ledger.wait_deadline(next_attempt_at, countdown),
+        reconcile_at=ledger.wait_deadline(next_attempt_at, countdown, started.resends),
     )
     progress.open_start = False
     if not ledger.waits_in_broker(countdown):

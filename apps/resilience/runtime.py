@@ -207,6 +207,7 @@ def timed_out(handler: str, event_id: str, limit: float | None) -> str:
             current.finishes,
             current.attempts,
             replay_of=current.replay_of_id,
+            resends=current.resends,
         )
         exc = DependencyTimeout(
             f"the handler ran past its hard time limit ({limit} s) and was killed"

@@ -147,3 +147,40 @@ def test_an_early_event_is_deferred_without_spending_attempts_until_its_turn() -
     assert not DeadLetter.objects.exists()
     assert runtime.run(task, "todos.projection", str(first.event_id)) == "processed"
     assert runtime.run(task, "todos.projection", str(second.event_id)) == "processed"
+
+
+def test_each_re_send_of_a_waiting_pair_puts_the_next_one_further_off(settings) -> None:
+    """Behind a backlog longer than the margin, a deferred pair's countdown message is late,
+    not lost: the reconciler re-sends it, and the copy runs, defers and re-publishes itself
+    as the original does. Re-sent at a fixed margin, a pair waiting on another gathered one
+    more copy per margin for as long as the backlog lasted (a chaos run saw 28)."""
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from apps.eventstore.models import Event
+    from apps.eventstore.store import CommandContext
+    from apps.resilience.services import ledger
+    from apps.todos import services
+
+    owner = get_user_model().objects.create_user("waits-behind")
+    context = CommandContext(actor_id=str(owner.pk))
+    todo = services.create_todo(owner_id=owner.pk, context=context, title="first")
+    services.update_todo(owner_id=owner.pk, todo_id=todo.id, context=context, title="second")
+    second = Event.objects.get(stream_id=todo.id, version=2)
+    pair = Delivery.objects.filter(handler="todos.projection", event_id=second.event_id)
+    margins = []
+    for _ in range(4):
+        with pytest.raises(Retry):  # the first version has not been applied: deferred
+            runtime.run(_Task(), "todos.projection", str(second.event_id))
+        early = pair.get()
+        margins.append((early.reconcile_at - early.next_attempt_at).total_seconds())
+        pair.update(reconcile_at=timezone.now() - timedelta(seconds=1))  # the copy is late
+        assert [r.event_id for r in ledger.reconcile() if r.handler == "todos.projection"] == [
+            second.event_id
+        ]
+
+    margin = settings.LEDGER_MARGIN_SECONDS
+    assert margins == pytest.approx([margin, 2 * margin, 4 * margin, 8 * margin])
+    assert pair.get().resends == 4

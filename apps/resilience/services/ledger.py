@@ -19,8 +19,9 @@ write per step instead of two that could disagree.
 - ``running``: past the handler's hard time limit plus ``LEDGER_MARGIN_SECONDS`` (the
   worker died; the next start counts the loss);
 - ``retrying`` / ``deferred``: past ``next_attempt_at`` plus the margin when the retry
-  went out as a broker countdown, or at ``next_attempt_at`` itself when the wait was
-  longer than ``LEDGER_MAX_BROKER_COUNTDOWN`` and so was kept here only.
+  went out as a broker countdown (the margin doubling with every re-send the pair already
+  had, see ``wait_deadline``), or at ``next_attempt_at`` itself when the wait was longer
+  than ``LEDGER_MAX_BROKER_COUNTDOWN`` and so was kept here only.
 
 A copy of a message that was not lost is harmless: the processed mark makes its second
 run a no-op. Pairs at an end (succeeded, dead-lettered, parked) have no ``reconcile_at``.
@@ -91,11 +92,18 @@ def waits_in_broker(countdown: float) -> bool:
     return countdown <= settings.LEDGER_MAX_BROKER_COUNTDOWN
 
 
-def wait_deadline(next_attempt_at: datetime, countdown: float) -> datetime:
+def wait_deadline(next_attempt_at: datetime, countdown: float, resends: int = 0) -> datetime:
     """Return when the reconciler sends a waiting pair: at its time if only the ledger holds
-    it, else a margin later (the broker's countdown message should have come by then)."""
+    it, else a margin later (the broker's countdown message should have come by then).
+
+    The margin doubles with each re-send the pair has had. Behind a backlog longer than the
+    margin the countdown message is late, not lost, and every copy the reconciler adds runs,
+    waits again and re-publishes itself like the original: re-sent at a fixed margin, a
+    pair waiting on another (an out-of-order event) gathered one more copy per margin for
+    as long as the backlog lasted, and the copies lengthened the backlog."""
     if waits_in_broker(countdown):
-        return next_attempt_at + timedelta(seconds=settings.LEDGER_MARGIN_SECONDS)
+        margin = settings.LEDGER_MARGIN_SECONDS * 2 ** min(resends, 16)
+        return next_attempt_at + timedelta(seconds=min(margin, MAX_QUEUED_BACKOFF_SECONDS))
     return next_attempt_at
 
 
