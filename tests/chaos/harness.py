@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 import redis
 
-from tests.chaos import rabbitmq
+from tests.chaos import load, rabbitmq
 from tests.chaos.processes import ROOT, Cluster
 from tests.chaos.scenarios.common import Users
 
@@ -237,7 +237,7 @@ def _child(args: argparse.Namespace) -> int:
     global BROKER_URL
     # A SIGTERM from the parent (past its time) unwinds like an error: every finally below
     # stops the processes and servers this scenario started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, _stop)
     name = args.database
     job = Job(0, args.scenario, False, args.broker or "redis")
     _create_database(name, template=args.template)
@@ -308,6 +308,12 @@ def _drop_database(name: str) -> None:
     connections.close_all()
     with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _stop(*_: object) -> None:
+    """The child's SIGTERM: end the load's threads, then unwind (``SystemExit``)."""
+    load.STOP.set()
+    sys.exit(143)
 
 
 def _drop_orphans() -> None:

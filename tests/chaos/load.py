@@ -23,6 +23,9 @@ import httpx
 MIX = {"create": 40, "update": 25, "complete": 20, "reminder": 15}
 RECURRING_SHARE = 0.2
 CREATE_ATTEMPTS = 3
+# Set when the run is being stopped (the harness's SIGTERM): every load's threads end after
+# the command they are sending, so the scenario can unwind and stop what it started.
+STOP = threading.Event()
 
 
 @dataclass
@@ -86,6 +89,8 @@ class Load:
         headers = {"Authorization": f"Token {self.token}"}
         with httpx.Client(base_url=self.base_url, headers=headers, timeout=15) as client:
             for _ in range(count):
+                if STOP.is_set():
+                    return
                 command = self._next()
                 self._send(client, command)
                 with self.lock:
