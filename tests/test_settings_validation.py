@@ -110,6 +110,11 @@ def test_a_bad_value_stops_check_with_one_line_naming_the_variable(
             {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/9", "CELERY_VISIBILITY_TIMEOUT": "60"},
             "LEDGER_MAX_BROKER_COUNTDOWN must be shorter than CELERY_VISIBILITY_TIMEOUT",
         ),
+        # Fault injection (the chaos suite) never runs without DEBUG.
+        (
+            {"DEBUG": "0", "EVENTSTORE_RELAY_CRASH_RATE": "0.05"},
+            "EVENTSTORE_PUBLISH_COPIES and EVENTSTORE_RELAY_CRASH_RATE inject faults: DEBUG only",
+        ),
     ],
     ids=[
         "webhook-without-url",
@@ -118,6 +123,7 @@ def test_a_bad_value_stops_check_with_one_line_naming_the_variable(
         "no-hosts",
         "heartbeat",
         "ledger",
+        "fault-injection",
     ],
 )
 def test_settings_that_disagree_stop_check(

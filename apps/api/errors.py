@@ -8,10 +8,12 @@ a dropped or refused database connection) are a 503. Nothing unexpected leaks a 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
@@ -75,12 +77,35 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.PermissionDenied()
     if isinstance(exc, exceptions.APIException):
         return _api(exc)
-    if classify(exc).kind in _RETRYABLE_KINDS:
+    if _briefly_unavailable(exc):
         logger.warning("a dependency failed in %s: %r", context.get("view"), exc)
         message = "A service Backstop depends on is briefly unavailable; try again."
-        return Response(error_body("unavailable", message), status=503)
+        response = Response(error_body("unavailable", message), status=503)
+        # Logged above, once: not again by Django (an ERROR, mailed to the admins, per
+        # request for as long as the outage lasts).
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
     logger.exception("unexpected error in %s", context.get("view"))
     return Response(error_body("server_error", "Something went wrong on our side."), status=500)
+
+
+def _briefly_unavailable(exc: Exception) -> bool:
+    """Whether a retry may cure ``exc``: a lost or refused database connection (SQLSTATE
+    classes 08 connection, 57P operator intervention such as a terminated backend or a
+    shutdown, 40 rollback such as a serialization failure; a locked SQLite file), or
+    another dependency ``classify`` calls unavailable. Not a database error that would
+    come back on every retry (a missing table, a full disk): that stays a 500."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        if isinstance(exc.__cause__, sqlite3.OperationalError):
+            return "locked" in str(exc)
+        state = str(getattr(exc.__cause__, "sqlstate", None) or "")
+        # No SQLSTATE: the connection was never made or was lost before an answer.
+        return not state or state[:2] in ("08", "40") or state.startswith("57P")
+    if isinstance(exc, DatabaseError):
+        return False
+    return classify(exc).kind in _RETRYABLE_KINDS
 
 
 def _domain(exc: BackstopError) -> Response:

@@ -289,7 +289,13 @@ class CircuitBreaker:
         for slot in range(self.config.half_open_max_calls):
             # The cache counts whole seconds (Redis drops a key whose timeout rounds to 0).
             lease = max(1, math.ceil(self.config.probe_lease))
-            if cache.add(self._key(f"g{generation}:probe:{slot}"), token, timeout=lease):
+            key = self._key(f"g{generation}:probe:{slot}")
+            if cache.add(key, token, timeout=lease):
+                if cache.get(self._key(f"g{generation}:exit")) is not None:
+                    # The half-open generation ended (a probe failed, or enough succeeded)
+                    # after this worker read it: another slot must not make a late call.
+                    cache.delete(key)
+                    return None
                 return Permit(generation, slot, token)
         return None
 

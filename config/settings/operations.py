@@ -112,6 +112,10 @@ EVENTSTORE_PUBLISH_COPIES = env_int("EVENTSTORE_PUBLISH_COPIES", 1, minimum=1, m
 # production: the share of relay batches after which the publishing process exits at once,
 # having sent its messages and before marking the rows published. 0 unless a chaos run sets it.
 EVENTSTORE_RELAY_CRASH_RATE = env_float("EVENTSTORE_RELAY_CRASH_RATE", 0.0, minimum=0, maximum=1)
+if not DEBUG and (EVENTSTORE_PUBLISH_COPIES != 1 or EVENTSTORE_RELAY_CRASH_RATE):
+    raise ImproperlyConfigured(
+        "EVENTSTORE_PUBLISH_COPIES and EVENTSTORE_RELAY_CRASH_RATE inject faults: DEBUG only"
+    )
 
 # --- Resilience: retry policies, severities, breakers, dead letters ----------------------
 # Default retry policy per error kind; a handler may override any of them in @handles(retry=).

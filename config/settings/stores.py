@@ -89,8 +89,9 @@ elif CELERY_BROKER_URL.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):
         # RabbitMQ: a publish returns once the broker has taken the message (publisher
         # confirms), so a message a restart would lose is an error the relay sees and
         # leaves its outbox row for the sweep. Celery's queues are durable and its messages
-        # persistent by default; RabbitMQ keeps an unacknowledged message until its
-        # consumer's channel closes, with no visibility timeout.
+        # persistent by default. RabbitMQ redelivers an unacknowledged message when its
+        # consumer's channel closes, or once it was held past the broker's consumer_timeout
+        # (30 minutes by default): far beyond LEDGER_MAX_BROKER_COUNTDOWN.
         "confirm_publish": True,
     }
 else:

@@ -9,10 +9,12 @@ terminated or refused connection, as Django wraps it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import InterfaceError, OperationalError, ProgrammingError, connection
 
@@ -94,3 +96,42 @@ def test_an_unexpected_database_error_is_still_a_500(api: Api) -> None:
 
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "server_error"
+
+
+def caused_by(cause: Exception) -> OperationalError:
+    """Django's OperationalError as it wraps ``cause`` (``raise … from``)."""
+    exc = OperationalError(str(cause))
+    exc.__cause__ = cause
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("cause", "status"),
+    [
+        (psycopg.errors.AdminShutdown(TERMINATED), 503),  # 57P01: a terminated backend
+        (psycopg.errors.SerializationFailure("could not serialize"), 503),  # 40001
+        (psycopg.errors.DiskFull("could not extend file"), 500),  # 53100: no retry cures it
+        (sqlite3.OperationalError("database is locked"), 503),
+        (sqlite3.OperationalError("no such table: todos_todoview"), 500),  # a migration missing
+    ],
+    ids=["terminated", "serialization", "disk-full", "sqlite-locked", "sqlite-no-table"],
+)
+def test_only_a_database_error_a_retry_may_cure_is_a_503(
+    api: Api, cause: Exception, status: int
+) -> None:
+    with failing(caused_by(cause)):
+        response = api.get("todos/")
+
+    assert response.status_code == status, response.content[:300]
+
+
+def test_django_does_not_log_a_503_again_as_an_error(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    # django.request's ERROR goes to mail_admins without DEBUG: one mail per request of an
+    # outage. The API's own WARNING is the one line.
+    with caplog.at_level(logging.WARNING), failing(OperationalError(TERMINATED)):
+        response = api.get("todos/")
+
+    assert response.status_code == 503
+    assert not [r for r in caplog.records if r.name == "django.request"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import traceback
 from collections import Counter as Tally
 from collections.abc import Callable
 
@@ -139,8 +140,10 @@ def exit_code_of(function: Callable[[], object]) -> int | None:
             conn.connection = None
         try:
             function()
-        finally:
-            os._exit(0)
+        except BaseException:
+            traceback.print_exc()  # the test then fails on the status, with the cause shown
+            os._exit(1)
+        os._exit(0)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return None if code == 0 else code

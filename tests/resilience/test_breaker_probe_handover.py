@@ -91,16 +91,20 @@ def test_no_worker_gets_a_permit_at_any_step_of_a_failed_probes_report(
     assert prober.snapshot().state is State.OPEN
 
 
+@pytest.mark.parametrize("slots", [1, 2], ids=["one-probe-slot", "a-second-slot-free"])
 def test_a_worker_that_saw_half_open_gets_no_slot_once_the_probe_failed(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, settings: Any, slots: int
 ) -> None:
+    settings.BREAKER_HALF_OPEN_MAX_CALLS = slots
     prober = half_open_breaker()
     other = CircuitBreaker(prober.name)
+    assert other.config.half_open_max_calls == slots
     probe = prober.acquire()
     lease = other._lease_probe
 
     def probe_fails_first(generation: int) -> Permit | None:
-        # The other worker read "half-open"; the probe reports its failure before it leases.
+        # The other worker read "half-open"; the probe reports its failure before it leases
+        # (with two slots, the second is free: the ended generation must refuse it too).
         prober.record_failure(probe, "probe got a 503")
         return lease(generation)
 

@@ -116,7 +116,8 @@ def requeue(handler: str, event_id: uuid.UUID, *, replay_of: int | None = None) 
     """
     now = timezone.now()
     due = now + timedelta(seconds=settings.LEDGER_QUEUED_SECONDS)
-    fields = {"status": Status.QUEUED, "reconcile_at": due, "next_attempt_at": None}
+    # A fresh start: earlier re-sends no longer lengthen its waits (``wait_deadline``).
+    fields = {"status": Status.QUEUED, "reconcile_at": due, "next_attempt_at": None, "resends": 0}
     if replay_of is not None:
         fields["replay_of_id"] = replay_of
     Delivery.objects.update_or_create(handler=handler, event_id=event_id, defaults=fields)
