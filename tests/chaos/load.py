@@ -12,6 +12,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,25 @@ class Command:
         if self.status is not None and 400 <= self.status < 500:
             return "rejected"
         return "failed"
+
+
+def send(
+    command: Command, attempts: int, request: Callable[[], httpx.Response]
+) -> httpx.Response | None:
+    """Send ``command`` by ``request``, again after no answer or a 5xx, up to ``attempts``
+    times; record its status (and the last error) on it; return the last response."""
+    response = None
+    for _ in range(attempts):
+        try:
+            response = request()
+        except httpx.HTTPError as exc:
+            command.error = f"{type(exc).__name__}: {exc}"
+            continue
+        command.status = response.status_code
+        if response.status_code < 500:
+            break
+        command.error = response.text[:300]
+    return response
 
 
 class Load:
@@ -118,17 +138,9 @@ class Load:
         headers = {"X-Request-ID": command.id}
         attempts = CREATE_ATTEMPTS if command.kind == "create" else 1
         body = self._body(command)  # once: a create sent again repeats its body exactly
-        for _ in range(attempts):
-            try:
-                response = self._request(client, command, headers, body)
-            except httpx.HTTPError as exc:
-                command.error = f"{type(exc).__name__}: {exc}"
-                continue
-            command.status = response.status_code
-            if response.status_code < 500:
-                break
-            command.error = response.text[:300]
+        response = send(command, attempts, lambda: self._request(client, command, headers, body))
         if command.kind == "create" and command.outcome == "acknowledged":
+            assert response is not None
             command.stream_id = response.json()["id"]
             with self.lock:
                 self.open.append(command.stream_id)

@@ -55,7 +55,7 @@ from apps.resilience.models import BreakerTransition, DeadLetter
 from tests.chaos import processes
 from tests.chaos.accounting import Report, account
 from tests.chaos.drain import drain
-from tests.chaos.load import CREATE_ATTEMPTS, Command
+from tests.chaos.load import CREATE_ATTEMPTS, Command, send
 from tests.chaos.scenarios.common import Users, base_url, row
 from tests.chaos.sink import Call, Mode, Sink
 
@@ -223,17 +223,9 @@ class Sender:
     def _send(
         self, command: Command, path: str, body: dict[str, Any], headers: dict[str, str], tries: int
     ) -> None:
-        for _ in range(tries):
-            try:
-                response = self.client.post(path, json=body, headers=headers)
-            except httpx.HTTPError as exc:
-                command.error = f"{type(exc).__name__}: {exc}"
-                continue
-            command.status = response.status_code
-            if response.status_code < 500:
-                break
-            command.error = response.text[:300]
+        response = send(command, tries, lambda: self.client.post(path, json=body, headers=headers))
         if command.outcome == "acknowledged":
+            assert response is not None
             command.stream_id = response.json()["id"]
         self.commands.append(command)
 
