@@ -179,7 +179,7 @@ def _run_children(
                     _stop_child(child)
                 if child.poll() is not None:
                     del running[db]
-                    rows[job] = _collect(job, child.returncode)
+                    rows[job] = _collect(job, child.returncode, time.monotonic() - started[job])
             time.sleep(0.5)
     return [rows[job] for job in chosen]
 
@@ -218,10 +218,12 @@ def _start_child(
         return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _collect(job: Job, returncode: int) -> dict[str, Any]:
+def _collect(job: Job, returncode: int, seconds: float) -> dict[str, Any]:
     """Print a finished child's output; return its row (a failing one if it wrote none)."""
     output = (RESULTS / f"{job.key}-harness.log").read_text(errors="replace")
-    print(f"--- {job.key} ended ({returncode})\n{output.rstrip()}", flush=True)
+    print(
+        f"--- {job.key} ended ({returncode}) after {seconds:.0f} s\n{output.rstrip()}", flush=True
+    )
     try:
         found: dict[str, Any] = json.loads((RESULTS / f"{job.key}.row.json").read_text())
         return found
@@ -261,6 +263,8 @@ def _child(args: argparse.Namespace) -> int:
                 cluster.start()
             result: dict[str, Any] = scenario.run(cluster, users, quick=args.quick, seed=args.seed)
         finally:
+            # A SIGTERM now would cut the clean-up short and leave processes behind.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             cluster.stop()
         result["scenario"] = title
     finally:
@@ -274,8 +278,14 @@ def _child(args: argparse.Namespace) -> int:
 def _environment(name: str) -> dict[str, str]:
     base = ADMIN_DATABASE_URL.rsplit("/", 1)[0]
     env = dict(os.environ)
-    for inherited in ("DJANGO_SETTINGS_MODULE", "EVENTSTORE_EXTRA_HANDLER_MODULES"):
-        env.pop(inherited, None)
+    # Compiled bytecode is written and read again: every process here starts many times.
+    inherited = (
+        "DJANGO_SETTINGS_MODULE",
+        "EVENTSTORE_EXTRA_HANDLER_MODULES",
+        "PYTHONDONTWRITEBYTECODE",
+    )
+    for key in inherited:
+        env.pop(key, None)
     env.update(TIMINGS)
     env.update(
         DEBUG="1",
@@ -311,7 +321,8 @@ def _drop_database(name: str) -> None:
 
 
 def _stop(*_: object) -> None:
-    """The child's SIGTERM: end the load's threads, then unwind (``SystemExit``)."""
+    """The child's SIGTERM: end the load's threads, then unwind (``SystemExit``), once."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     load.STOP.set()
     sys.exit(143)
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from apps.eventstore import relay
 from apps.eventstore.models import OutboxMessage
 from apps.eventstore.registry import RecordedEvent
-from apps.eventstore.subscriptions import subscribers, subscription
+from apps.eventstore.subscriptions import all_subscriptions, subscribers, subscription
 from apps.resilience.models import Attempt, DeadLetter, Delivery
 from apps.resilience.services import dead_letters, ledger
 from tests.eventstore.counter import CounterOpened
@@ -45,8 +45,17 @@ def _probe_ids(queue: str) -> list[str]:
 
 
 def _make_due(handler: str, event_id: uuid.UUID) -> None:
+    """Let the pair's time pass, with its queue quiet meanwhile (so a queued pair is lost,
+    not waiting behind a backlog)."""
+    now = timezone.now()
     Delivery.objects.filter(handler=handler, event_id=event_id).update(
-        reconcile_at=timezone.now() - timedelta(seconds=1)
+        reconcile_at=now - timedelta(seconds=1)
+    )
+    queue = subscription(handler).queue
+    Delivery.objects.filter(
+        handler__in=[s.name for s in all_subscriptions() if s.queue == queue]
+    ).exclude(status=Status.QUEUED).update(
+        updated_at=now - timedelta(seconds=settings.LEDGER_QUEUED_SECONDS + 1)
     )
 
 
@@ -107,6 +116,81 @@ def test_the_reconciler_resends_only_pairs_past_their_time_then_backs_off(
     wait = (row.reconcile_at - row.last_resent_at).total_seconds()
     assert wait == pytest.approx(2 * settings.LEDGER_QUEUED_SECONDS, abs=1)
     assert not [r for r in ledger.reconcile() if r.handler == PROBE]
+
+
+def _started(event_id: uuid.UUID, *, sent_ago: float, moved_ago: float) -> None:
+    """Mark the probe's pair of ``event_id`` as started: sent and last moved that long ago."""
+    now = timezone.now()
+    Delivery.objects.filter(handler=PROBE, event_id=event_id).update(
+        status=Status.SUCCEEDED,
+        starts=1,
+        finishes=1,
+        reconcile_at=None,
+        created_at=now - timedelta(seconds=sent_ago),
+        updated_at=now - timedelta(seconds=moved_ago),
+    )
+
+
+def _queued(event_id: uuid.UUID, *, sent_ago: float) -> None:
+    Delivery.objects.filter(handler=PROBE, event_id=event_id).update(
+        updated_at=timezone.now() - timedelta(seconds=sent_ago),
+        reconcile_at=timezone.now() - timedelta(seconds=1),
+    )
+
+
+def _probe_resent() -> list[uuid.UUID]:
+    return [r.event_id for r in ledger.reconcile() if r.handler == PROBE]
+
+
+def test_a_queued_pair_the_consumers_moved_past_is_resent(probe_queue: str) -> None:
+    lost, later = open_counters(2)
+    _probe_ids(probe_queue)
+    quiet = settings.LEDGER_QUEUED_SECONDS
+    _queued(lost.event_id, sent_ago=quiet + 5)
+    _started(later.event_id, sent_ago=quiet + 4, moved_ago=quiet + 3)
+
+    assert _probe_resent() == [lost.event_id]
+    assert _probe_ids(probe_queue) == [str(lost.event_id)]
+
+
+def test_a_queued_pair_behind_a_moving_backlog_waits_without_a_copy(probe_queue: str) -> None:
+    earlier, waiting = open_counters(2)
+    _probe_ids(probe_queue)
+    quiet = settings.LEDGER_QUEUED_SECONDS
+    _started(earlier.event_id, sent_ago=quiet + 6, moved_ago=1)  # the consumers are busy
+    _queued(waiting.event_id, sent_ago=quiet + 5)
+
+    assert _probe_resent() == []
+    assert _probe_ids(probe_queue) == []
+    row = Delivery.objects.get(handler=PROBE, event_id=waiting.event_id)
+    assert (row.status, row.resends, row.last_resent_at) == (Status.QUEUED, 0, None)
+    again = (row.reconcile_at - timezone.now()).total_seconds()
+    assert again == pytest.approx(quiet, abs=2)
+
+    # The consumers stop (a broker that lost its messages): the pair is re-sent.
+    _started(earlier.event_id, sent_ago=quiet + 6, moved_ago=quiet + 1)
+    _queued(waiting.event_id, sent_ago=quiet + 5)
+    assert _probe_resent() == [waiting.event_id]
+    assert _probe_ids(probe_queue) == [str(waiting.event_id)]
+
+
+def test_a_resent_pair_is_placed_by_its_last_send_not_its_first(probe_queue: str) -> None:
+    resent, later = open_counters(2)
+    _probe_ids(probe_queue)
+    quiet = settings.LEDGER_QUEUED_SECONDS
+    _queued(resent.event_id, sent_ago=3 * quiet)
+    Delivery.objects.filter(handler=PROBE, event_id=resent.event_id).update(
+        resends=1, last_resent_at=timezone.now() - timedelta(seconds=quiet + 2)
+    )
+    # sent after the first send, before the re-send, and consumed a moment ago
+    _started(later.event_id, sent_ago=2 * quiet, moved_ago=1)
+
+    assert _probe_resent() == []  # the copy is still behind the backlog
+    Delivery.objects.filter(handler=PROBE, event_id=later.event_id).update(
+        created_at=timezone.now() - timedelta(seconds=quiet)
+    )  # a pair sent after the copy has started: the copy was lost too
+    _queued(resent.event_id, sent_ago=3 * quiet)
+    assert _probe_resent() == [resent.event_id]
 
 
 def test_two_reconcilers_at_once_resend_each_pair_once(probe_queue: str) -> None:

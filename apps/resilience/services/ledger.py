@@ -14,14 +14,27 @@ write per step instead of two that could disagree.
 
 ``reconcile`` (run by beat) re-sends every pair whose ``reconcile_at`` has passed:
 
-- ``queued`` and never started: ``LEDGER_QUEUED_SECONDS`` after it was queued, then
-  backing off (doubling) so a long backlog is not flooded with copies;
+- ``queued`` and never started: ``LEDGER_QUEUED_SECONDS`` after it was queued, once its
+  queue's consumers have moved past it (see below), then backing off (doubling);
 - ``running``: past the handler's hard time limit plus ``LEDGER_MARGIN_SECONDS`` (the
   worker died; the next start counts the loss);
 - ``retrying`` / ``deferred``: past ``next_attempt_at`` plus the margin when the retry
   went out as a broker countdown (the margin doubling with every re-send the pair already
   had, see ``wait_deadline``), or at ``next_attempt_at`` itself when the wait was longer
   than ``LEDGER_MAX_BROKER_COUNTDOWN`` and so was kept here only.
+
+Late or lost? A queued pair past its time is either lost or still waiting behind a
+backlog, and re-sending the waiting ones multiplies the backlog (each copy queues behind
+it too, and is re-sent again when it is late in turn). So a due queued pair is re-sent
+only when its queue's *frontier* shows it was lost: a pair sent to the same queue after
+this one was last sent has started (the consumers moved past it), or the queue's newest
+started pair has not moved for ``LEDGER_QUEUED_SECONDS`` (no consumer, or a broker that
+lost its messages). While the queue is moving and has not reached the pair, the pair is
+due again, without a re-send, when the queue will have been still that long. The
+frontier is the newest pair of the queue that has started, found by a backward scan of
+the primary key over the backlog. A copy sent because a slow consumer held the message
+longer than ``LEDGER_QUEUED_SECONDS`` while another consumer moved past is the cost of
+this rule: one harmless extra run.
 
 A copy of a message that was not lost is harmless: the processed mark makes its second
 run a no-op. Pairs at an end (succeeded, dead-lettered, parked) have no ``reconcile_at``.
@@ -40,12 +53,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 
 from apps.eventstore import relay
-from apps.eventstore.subscriptions import Subscription, subscription
+from apps.eventstore.subscriptions import Subscription, all_subscriptions, subscription
 from apps.resilience.models import Delivery
 
 logger = logging.getLogger(__name__)
@@ -139,32 +152,56 @@ class Resent:
     resends: int
 
 
+@dataclass(frozen=True)
+class Frontier:
+    """The newest pair of a queue that has started: when it was sent, when it last moved."""
+
+    sent_at: datetime
+    moved_at: datetime
+
+
 def reconcile(*, limit: int | None = None) -> list[Resent]:
     """Re-send the pairs that made no progress in time; return what was re-sent.
 
     1. In one transaction, claim up to ``limit`` pairs whose ``reconcile_at`` has passed
-       with ``FOR UPDATE SKIP LOCKED`` (a second beat skips them), and push each one's
-       ``reconcile_at`` forward (backing off for queued pairs) with ``resends + 1``.
-    2. After commit, send one message per pair. A send that fails leaves the pair due again
-       at its new ``reconcile_at``.
+       with ``FOR UPDATE SKIP LOCKED`` (a second beat skips them). A queued pair its
+       queue's consumers have not reached yet is only due again when the queue will have
+       been still for ``LEDGER_QUEUED_SECONDS``; every other pair's ``reconcile_at`` moves
+       forward (backing off for queued pairs) with ``resends + 1``.
+    2. After commit, send one message per re-sent pair. A send that fails leaves the pair
+       due again at its new ``reconcile_at``.
     """
     now = timezone.now()
+    frontiers: dict[str, Frontier | None] = {}
     with transaction.atomic():
         due = list(
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(status__in=NOT_TERMINAL, reconcile_at__lte=now)
             .order_by("reconcile_at")
-            .values_list("pk", "handler", "event_id", "status", "resends")[
-                : limit or settings.LEDGER_RECONCILE_BATCH
-            ]
+            .values_list(
+                "pk", "handler", "event_id", "status", "resends", "updated_at", "last_resent_at"
+            )[: limit or settings.LEDGER_RECONCILE_BATCH]
         )
-        for pk, handler, _event_id, status, resends in due:
+        resent = []
+        waiting: dict[datetime, list[int]] = {}
+        for pk, handler, event_id, status, resends, queued_at, resent_at in due:
+            if status == Status.QUEUED:
+                sent_at = max(queued_at, resent_at or queued_at)
+                check = _not_reached(handler, sent_at, now, frontiers)
+                if check is not None:
+                    waiting.setdefault(check, []).append(pk)
+                    continue
             Delivery.objects.filter(pk=pk).update(
                 reconcile_at=now + _backoff(handler, status, resends),
                 resends=resends + 1,
                 last_resent_at=now,
             )
-    resent = [Resent(h, e, s, r + 1) for _pk, h, e, s, r in due]
+            resent.append(Resent(handler, event_id, status, resends + 1))
+        for check, pks in waiting.items():
+            Delivery.objects.filter(pk__in=pks).update(reconcile_at=check)
+    if waiting:
+        behind = sum(map(len, waiting.values()))
+        logger.info("%d queued pairs are behind a moving backlog, not re-sent", behind)
     for item in resent:
         logger.warning(
             "reconciler re-sent %s to %s (it was %s; re-send %d)",
@@ -175,6 +212,47 @@ def reconcile(*, limit: int | None = None) -> list[Resent]:
         )
         _nudge(item.handler, item.event_id)
     return resent
+
+
+def _not_reached(
+    handler: str, sent_at: datetime, now: datetime, frontiers: dict[str, Frontier | None]
+) -> datetime | None:
+    """Return when to look again at a queued pair last sent at ``sent_at`` that its
+    queue's consumers, still moving, have not reached yet (late, not lost); ``None`` if
+    it was lost.
+
+    That time is when the queue will have been still for ``LEDGER_QUEUED_SECONDS`` unless
+    it moves again meanwhile: by then it has either moved past the pair or stopped."""
+    try:
+        queue = subscription(handler).queue
+    except KeyError:  # a handler this process does not know: re-send as before
+        return None
+    if queue not in frontiers:
+        frontiers[queue] = queue_frontier(queue)
+    frontier = frontiers[queue]
+    if frontier is None or frontier.sent_at > sent_at:
+        return None  # nothing ever started there, or the consumers moved past the pair
+    check = frontier.moved_at + timedelta(seconds=settings.LEDGER_QUEUED_SECONDS)
+    return check if check > now else None
+
+
+def queue_frontier(queue: str) -> Frontier | None:
+    """Return the newest pair of ``queue`` that has started (``None`` if none has).
+
+    The scan runs backwards along the primary key and stops at the first started pair of
+    the queue, so it reads the queued backlog and little else."""
+    handlers = [s.name for s in all_subscriptions() if s.queue == queue]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT created_at, updated_at FROM resilience_delivery
+            WHERE handler = ANY(%s) AND status <> 'queued'
+            ORDER BY id DESC LIMIT 1
+            """,
+            [handlers],
+        )
+        row = cursor.fetchone()
+    return Frontier(*row) if row else None
 
 
 def _backoff(handler: str, status: str, resends: int) -> timedelta:
