@@ -76,6 +76,11 @@ class Job:
     module: str  # in tests/chaos/scenarios
     alone: bool  # ``ALONE = True``: it measures throughput, which a neighbour would skew
     broker: str = "redis"  # or "rabbitmq", for a module with ``RABBITMQ = True``
+    # ``ALONE = "full"``: alone at full size only (its load needs both cores to drain)
+    alone_full: bool = False
+
+    def runs_alone(self, quick: bool) -> bool:
+        return self.alone or (self.alone_full and not quick)
 
     @property
     def key(self) -> str:
@@ -92,9 +97,11 @@ def scenarios() -> list[Job]:
         number = re.search(r"^NUMBER = (\d+)$", source, re.MULTILINE)
         if number:
             alone = re.search(r"^ALONE = True\b", source, re.MULTILINE) is not None
-            found.append(Job(int(number.group(1)), path.stem, alone))
+            full = re.search(r'^ALONE = "full"', source, re.MULTILINE) is not None
+            n = int(number.group(1))
+            found.append(Job(n, path.stem, alone, alone_full=full))
             if re.search(r"^RABBITMQ = True\b", source, re.MULTILINE):
-                found.append(Job(int(number.group(1)), path.stem, alone, "rabbitmq"))
+                found.append(Job(n, path.stem, alone, "rabbitmq", alone_full=full))
     return sorted(found, key=lambda job: (job.number, job.broker != "redis"))
 
 
@@ -160,8 +167,8 @@ def _run_children(
     started: dict[Job, float] = {}
     limit = CHILD_LIMIT_QUICK if args.quick else CHILD_LIMIT
     for batch, width in (
-        ([j for j in chosen if not j.alone], args.jobs),
-        ([j for j in chosen if j.alone], 1),
+        ([j for j in chosen if not j.runs_alone(args.quick)], args.jobs),
+        ([j for j in chosen if j.runs_alone(args.quick)], 1),
     ):
         waiting = list(batch)
         running: dict[int, tuple[subprocess.Popen[bytes], Job]] = {}  # by Redis db
