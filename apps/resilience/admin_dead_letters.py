@@ -19,7 +19,7 @@ from apps.eventstore.admin import ReadOnlyMixin
 from apps.eventstore.models import Event
 from apps.resilience.admin_letter_views import ACT, DRY_RUN, EDIT, DeadLetterConsoleMixin
 from apps.resilience.models import Attempt, DeadLetter, DeadLetterAction, ParkedMessage
-from apps.resilience.services import dead_letters
+from apps.resilience.services import dead_letters, letter_groups
 from apps.resilience.services.trace import correlation_of, correlation_trace
 
 # Shown in their own sections of the detail page (pretty JSON, the traceback as text).
@@ -156,16 +156,17 @@ class DeadLetterAdmin(ReadOnlyMixin, DeadLetterConsoleMixin):
     def _apply(
         self, request: HttpRequest, queryset: QuerySet[DeadLetter], call: Any, done: str
     ) -> None:
-        succeeded, refused = 0, []
-        for pk in queryset.values_list("pk", flat=True):
-            try:
-                call(pk)
-                succeeded += 1
-            except dead_letters.DeadLetterStateError as exc:
-                refused.append(str(exc))
-        self.message_user(request, f"{succeeded} dead letter(s) {done}.", messages.SUCCESS)
-        for reason in refused[:10]:
+        pks = queryset.order_by("first_failed_at", "pk").values_list("pk", flat=True)
+        outcome = letter_groups.act_on(list(pks), call)
+        self.message_user(request, f"{outcome.done} dead letter(s) {done}.", messages.SUCCESS)
+        for reason in outcome.refused[:10]:
             self.message_user(request, reason, messages.WARNING)
+        if outcome.remaining:
+            self.message_user(
+                request,
+                f"{outcome.remaining} more not reached in this pass: run the action again.",
+                messages.WARNING,
+            )
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[DeadLetter], search_term: str

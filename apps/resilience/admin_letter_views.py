@@ -116,6 +116,12 @@ class DeadLetterConsoleMixin(admin.ModelAdmin):
             )
             for reason in outcome.refused[:10]:
                 self.message_user(request, reason, messages.WARNING)
+            if outcome.remaining:
+                self.message_user(
+                    request,
+                    f"{outcome.remaining} more not reached in this pass: {verb} the group again.",
+                    messages.WARNING,
+                )
         return HttpResponseRedirect(reverse("admin:resilience_deadletter_groups"))
 
     def _act(

@@ -213,6 +213,9 @@ DEAD_LETTER_AUTO_RETRY_KINDS = env_choices(
 DEAD_LETTER_AUTO_RETRY_SECONDS = env_float("DEAD_LETTER_AUTO_RETRY_SECONDS", 3600.0, minimum=0)
 DEAD_LETTER_AUTO_RETRY_LIMIT = env_int("DEAD_LETTER_AUTO_RETRY_LIMIT", 3, minimum=0)
 DEAD_LETTER_SWEEP_SECONDS = env_float("DEAD_LETTER_SWEEP_SECONDS", 60.0, above=0)
+# How long one group action of the ops API (retry or resolve a whole group) works before it
+# answers with what is left for the next call: well inside the web server's 30 s timeout.
+CONSOLE_GROUP_ACTION_SECONDS = env_float("CONSOLE_GROUP_ACTION_SECONDS", 10.0, above=0)
 # How long a failure group may stay untriaged (or triaged but open) before the console flags it.
 DEAD_LETTER_TRIAGE_TARGET_HOURS = env_float("DEAD_LETTER_TRIAGE_TARGET_HOURS", 24.0, above=0)
 # Escalation: who hears about dead letters, and when (critical kinds: at once). Only the seed

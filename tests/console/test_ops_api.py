@@ -162,6 +162,32 @@ def test_a_group_retry_retries_each_pending_letter_of_that_cause(olivia: Api) ->
     assert DeadLetter.objects.get(pk=other.pk).status == "pending"
 
 
+def test_a_large_group_is_retried_over_calls_each_within_its_time(olivia: Api, settings) -> None:
+    # A group of 500 letters once outlasted the web server's timeout and ended as a 500.
+    settings.CONSOLE_GROUP_ACTION_SECONDS = 0.0001  # each call stops after one letter
+    mine = [letter(fingerprint="ffff") for _ in range(3)]
+
+    answers = []
+    while not answers or answers[-1]["remaining"]:
+        answer = olivia.post("ops/dead-letter-groups/ffff/retry/", {})
+        assert answer.status_code == 200, answer.json()
+        answers.append(answer.json())
+        assert len(answers) <= len(mine), answers
+
+    # Each call passes over the letters earlier calls left retrying (skipped) to a new one.
+    first, second, third = (found.pk for found in mine)
+    assert [(a["done"], a["skipped"], a["remaining"]) for a in answers] == [
+        ([first], [], 2),
+        ([second], [first], 1),
+        ([third], [first, second], 0),
+    ]
+    assert set(DeadLetter.objects.filter(fingerprint="ffff").values_list("status", flat=True)) == {
+        "retrying"
+    }
+    again = olivia.post("ops/dead-letter-groups/ffff/retry/", {}).json()
+    assert (again["done"], again["skipped"], again["remaining"]) == ([], [first, second, third], 0)
+
+
 def test_escalations_are_listed_by_state_and_acknowledged(olivia: Api) -> None:
     found = letter()
     first = Escalation.objects.create(

@@ -55,6 +55,21 @@ def test_retrying_a_group_retries_its_pending_letters_only(operator_client: Clie
     assert not DeadLetterAction.objects.filter(dead_letter=other).exists()
 
 
+def test_a_large_group_is_retried_in_passes_that_each_end_in_time(
+    operator_client: Client, settings
+) -> None:
+    settings.CONSOLE_GROUP_ACTION_SECONDS = 0.0001  # each pass stops after one letter
+    first, second = letter("group-a"), letter("group-a")
+
+    page = operator_client.post(act("group-a"), {"verb": "retry"}, follow=True)
+
+    assert statuses(first, second) == ["retrying", "pending"]
+    notes = [str(m) for m in page.context["messages"]]
+    assert "1 more not reached in this pass: retry the group again." in notes
+    operator_client.post(act("group-a"), {"verb": "retry"})
+    assert statuses(first, second) == ["retrying", "retrying"]
+
+
 def test_resolving_a_group_asks_for_notes_then_resolves_every_letter(
     operator_client: Client,
 ) -> None:

@@ -91,6 +91,9 @@ class GroupOutcomeSerializer(serializers.Serializer):
     skipped = serializers.ListField(
         child=serializers.IntegerField(), help_text="letters whose state forbade it"
     )
+    remaining = serializers.IntegerField(
+        help_text="open letters of the group this call did not reach in its time: call again"
+    )
 
 
 class NotesSerializer(StrictSerializer):

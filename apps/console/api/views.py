@@ -11,9 +11,11 @@ resolved letter, a second rebuild) is the API's 409, as every refused command.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -254,20 +256,26 @@ def _found(dead_letter_id: int) -> int:
 
 
 def _for_each(fingerprint: str, command: Callable[[int], Any]) -> Response:
-    """Run ``command`` on each open letter of the group; report which were done and which
-    their state refused (a letter retried meanwhile)."""
+    """Run ``command`` on each open letter of the group, oldest first, for at most
+    ``CONSOLE_GROUP_ACTION_SECONDS`` (a large group would outlast the web server's timeout
+    and end as a 500 half done); report which were done, which their state refused (a
+    letter retried meanwhile), and how many this call did not reach (call again)."""
     done, skipped = [], []
     letters = selectors.open_letters_of_group(fingerprint)
     if not letters:
         raise selectors.GroupNotFound(fingerprint)
+    deadline = time.monotonic() + settings.CONSOLE_GROUP_ACTION_SECONDS
     for pk in letters:
         try:
             command(pk)
         except dead_letters.DeadLetterStateError:
-            skipped.append(pk)
-        else:
-            done.append(pk)
-    outcome = {"fingerprint": fingerprint, "done": done, "skipped": skipped}
+            skipped.append(pk)  # cheap: its time does not count (an earlier call's letters)
+            continue
+        done.append(pk)
+        if time.monotonic() >= deadline:
+            break
+    remaining = len(letters) - len(done) - len(skipped)
+    outcome = {"fingerprint": fingerprint, "done": done, "skipped": skipped, "remaining": remaining}
     return Response(GroupOutcomeSerializer(outcome).data)
 
 

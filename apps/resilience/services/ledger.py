@@ -14,8 +14,9 @@ write per step instead of two that could disagree.
 
 ``reconcile`` (run by beat) re-sends every pair whose ``reconcile_at`` has passed:
 
-- ``queued`` and never started: ``LEDGER_QUEUED_SECONDS`` after it was queued, once its
-  queue's consumers have moved past it (see below), then backing off (doubling);
+- ``queued`` and never started: ``LEDGER_QUEUED_SECONDS`` after it was sent, once its
+  queue's consumers have moved past it or stopped (see below), then backing off
+  (doubling);
 - ``running``: past the handler's hard time limit plus ``LEDGER_MARGIN_SECONDS`` (the
   worker died; the next start counts the loss);
 - ``retrying`` / ``deferred``: past ``next_attempt_at`` plus the margin when the retry

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from apps.resilience.models import DeadLetter, Triage
@@ -32,10 +34,12 @@ class GroupRow:
 
 @dataclass(frozen=True)
 class GroupOutcome:
-    """What a group action did: how many letters it acted on, and why it refused others."""
+    """What a group action did: how many letters it acted on, why it refused others, and
+    how many it did not reach in its time (``CONSOLE_GROUP_ACTION_SECONDS``: act again)."""
 
     done: int
     refused: list[str]
+    remaining: int = 0
 
 
 def rows() -> list[GroupRow]:
@@ -92,16 +96,25 @@ def discard_group(fingerprint: str, *, actor: Any, reason: str) -> GroupOutcome:
 
 
 def _each(fingerprint: str, statuses: tuple[str, ...], call: Callable[[int], Any]) -> GroupOutcome:
-    """Call the service on each letter by itself: one letter changed meanwhile is refused
-    (the service re-checks its status under a row lock) without undoing the others."""
-    pks = DeadLetter.objects.filter(fingerprint=fingerprint, status__in=statuses).values_list(
-        "pk", flat=True
+    pks = DeadLetter.objects.filter(fingerprint=fingerprint, status__in=statuses).order_by(
+        "first_failed_at", "pk"
     )
+    return act_on(list(pks.values_list("pk", flat=True)), call)
+
+
+def act_on(pks: list[int], call: Callable[[int], Any]) -> GroupOutcome:
+    """Call the service on each letter by itself, in order: one letter changed meanwhile is
+    refused (the service re-checks its status under a row lock) without undoing the others.
+    Stops after ``CONSOLE_GROUP_ACTION_SECONDS``: a large group would outlast the web
+    server's timeout and end in an error page half done."""
+    deadline = time.monotonic() + settings.CONSOLE_GROUP_ACTION_SECONDS
     done, refused = 0, []
-    for pk in list(pks):
+    for reached, pk in enumerate(pks, start=1):
         try:
             call(pk)
             done += 1
         except dead_letters.DeadLetterStateError as exc:
             refused.append(str(exc))
+        if time.monotonic() >= deadline:
+            return GroupOutcome(done=done, refused=refused, remaining=len(pks) - reached)
     return GroupOutcome(done=done, refused=refused)
