@@ -89,6 +89,15 @@ def open_letters_of_group(fingerprint: str) -> list[int]:
     )
 
 
+def letters_of_group(fingerprint: str, statuses: tuple[str, ...]) -> list[int]:
+    """Return the ids of the group's dead letters in ``statuses``, oldest failure first."""
+    return list(
+        DeadLetter.objects.filter(fingerprint=fingerprint, status__in=statuses)
+        .order_by("first_failed_at", "pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def escalations(*, state: str | None = None) -> QuerySet[Escalation]:
     """Return escalations, newest first: ``open`` ones nobody acknowledged, ``acknowledged``
     ones not yet resolved, ``resolved`` ones; all when ``state`` is None."""

@@ -147,7 +147,7 @@ def test_a_queued_pair_the_consumers_moved_past_is_resent(probe_queue: str) -> N
     _probe_ids(probe_queue)
     quiet = settings.LEDGER_QUEUED_SECONDS
     _queued(lost.event_id, sent_ago=quiet + 5)
-    _started(later.event_id, sent_ago=quiet + 4, moved_ago=quiet + 3)
+    _started(later.event_id, sent_ago=quiet + 4, moved_ago=1)  # still moving, past it
 
     assert _probe_resent() == [lost.event_id]
     assert _probe_ids(probe_queue) == [str(lost.event_id)]
@@ -166,6 +166,14 @@ def test_a_queued_pair_behind_a_moving_backlog_waits_without_a_copy(probe_queue:
     assert (row.status, row.resends, row.last_resent_at) == (Status.QUEUED, 0, None)
     again = (row.reconcile_at - timezone.now()).total_seconds()
     assert again == pytest.approx(quiet, abs=2)
+
+    # Behind a queue that keeps moving without passing it, it waits only so long.
+    _queued(waiting.event_id, sent_ago=quiet * ledger.MAX_QUEUED_WAITS + 1)
+    assert _probe_resent() == [waiting.event_id]
+    _probe_ids(probe_queue)
+    Delivery.objects.filter(handler=PROBE, event_id=waiting.event_id).update(
+        resends=0, last_resent_at=None
+    )
 
     # The consumers stop (a broker that lost its messages): the pair is re-sent.
     _started(earlier.event_id, sent_ago=quiet + 6, moved_ago=quiet + 1)

@@ -11,11 +11,9 @@ resolved letter, a second rebuild) is the API's 409, as every refused command.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -48,7 +46,7 @@ from apps.eventstore.models import ProjectionState
 from apps.resilience.breaker_status import breaker_status, breaker_statuses, known_breakers
 from apps.resilience.breakers import CircuitBreaker
 from apps.resilience.models import BreakerTransition, DeadLetter, Escalation
-from apps.resilience.services import dead_letters, escalation
+from apps.resilience.services import dead_letters, escalation, letter_groups
 from apps.resilience.services import dry_run as dry_runs
 from apps.resilience.taxonomy import BusinessRuleViolation
 
@@ -136,7 +134,11 @@ class FailureGroupViewSet(viewsets.GenericViewSet):
     def retry(self, request: Request, fingerprint: str) -> Response:
         _body(request, EmptySerializer)
         actor = request_user(request)
-        return _for_each(fingerprint, lambda pk: dead_letters.retry(pk, actor=actor))
+        return _for_each(
+            fingerprint,
+            lambda pk: dead_letters.retry(pk, actor=actor),
+            (DeadLetter.Status.PENDING,),
+        )
 
     @extend_schema(request=NotesSerializer, responses=GroupOutcomeSerializer)
     @action(detail=True, methods=["post"])
@@ -255,28 +257,28 @@ def _found(dead_letter_id: int) -> int:
     return selectors.dead_letter(dead_letter_id).pk
 
 
-def _for_each(fingerprint: str, command: Callable[[int], Any]) -> Response:
-    """Run ``command`` on each open letter of the group, oldest first, for at most
+def _for_each(
+    fingerprint: str, command: Callable[[int], Any], statuses: tuple[str, ...] = DeadLetter.OPEN
+) -> Response:
+    """Run ``command`` on each letter of the group in ``statuses``, oldest first, for at most
     ``CONSOLE_GROUP_ACTION_SECONDS`` (a large group would outlast the web server's timeout
     and end as a 500 half done); report which were done, which their state refused (a
-    letter retried meanwhile), and how many this call did not reach (call again)."""
-    done, skipped = [], []
-    letters = selectors.open_letters_of_group(fingerprint)
-    if not letters:
+    letter changed meanwhile), and how many this call did not reach (call again). 404 for a
+    group with no open letter."""
+    if not selectors.open_letters_of_group(fingerprint):
         raise selectors.GroupNotFound(fingerprint)
-    deadline = time.monotonic() + settings.CONSOLE_GROUP_ACTION_SECONDS
-    for pk in letters:
-        try:
-            command(pk)
-        except dead_letters.DeadLetterStateError:
-            skipped.append(pk)  # cheap: its time does not count (an earlier call's letters)
-            continue
-        done.append(pk)
-        if time.monotonic() >= deadline:
-            break
-    remaining = len(letters) - len(done) - len(skipped)
-    outcome = {"fingerprint": fingerprint, "done": done, "skipped": skipped, "remaining": remaining}
-    return Response(GroupOutcomeSerializer(outcome).data)
+    letters = selectors.letters_of_group(fingerprint, statuses)
+    outcome = letter_groups.act_on(letters, command)
+    refused = [
+        pk for pk in letters[: len(letters) - outcome.remaining] if pk not in outcome.done_ids
+    ]
+    body = {
+        "fingerprint": fingerprint,
+        "done": outcome.done_ids,
+        "skipped": refused,
+        "remaining": outcome.remaining,
+    }
+    return Response(GroupOutcomeSerializer(body).data)
 
 
 def _letter(dead_letter_id: int) -> Response:

@@ -31,7 +31,8 @@ only when its queue's *frontier* shows it was lost: a pair sent to the same queu
 this one was last sent has started (the consumers moved past it), or the queue's newest
 started pair has not moved for ``LEDGER_QUEUED_SECONDS`` (no consumer, or a broker that
 lost its messages). While the queue is moving and has not reached the pair, the pair is
-due again, without a re-send, when the queue will have been still that long. The
+due again, without a re-send, when the queue will have been still that long, for at most
+``MAX_QUEUED_WAITS`` times ``LEDGER_QUEUED_SECONDS`` after its send. The
 frontier is the newest pair of the queue that has started, found by a backward scan of
 the primary key over the backlog. A copy sent because a slow consumer held the message
 longer than ``LEDGER_QUEUED_SECONDS`` while another consumer moved past is the cost of
@@ -68,6 +69,10 @@ Status = Delivery.Status
 NOT_TERMINAL = (Status.QUEUED, Status.RUNNING, Status.RETRYING, Status.DEFERRED)
 # The longest a queued pair's re-sends back off to.
 MAX_QUEUED_BACKOFF_SECONDS = 3600.0
+# A queued pair waiting behind a moving backlog is re-sent anyway once it has waited this
+# many LEDGER_QUEUED_SECONDS: the queue's newest started pair may keep moving without the
+# consumers ever passing it (a deferral repeating through an outage).
+MAX_QUEUED_WAITS = 10
 
 
 def expect(pairs: Iterable[tuple[str, uuid.UUID]]) -> None:
@@ -233,6 +238,8 @@ def _not_reached(
     frontier = frontiers[queue]
     if frontier is None or frontier.sent_at > sent_at:
         return None  # nothing ever started there, or the consumers moved past the pair
+    if now - sent_at >= timedelta(seconds=settings.LEDGER_QUEUED_SECONDS * MAX_QUEUED_WAITS):
+        return None  # waited long enough: a copy costs less than waiting on
     check = frontier.moved_at + timedelta(seconds=settings.LEDGER_QUEUED_SECONDS)
     return check if check > now else None
 
@@ -245,8 +252,8 @@ def queue_frontier(queue: str) -> Frontier | None:
     handlers = [s.name for s in all_subscriptions() if s.queue == queue]
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            SELECT created_at, updated_at FROM resilience_delivery
+            f"""
+            SELECT created_at, updated_at FROM {Delivery._meta.db_table}
             WHERE handler = ANY(%s) AND status <> 'queued'
             ORDER BY id DESC LIMIT 1
             """,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +40,7 @@ class GroupOutcome:
     done: int
     refused: list[str]
     remaining: int = 0
+    done_ids: list[int] = field(default_factory=list)
 
 
 def rows() -> list[GroupRow]:
@@ -108,13 +109,14 @@ def act_on(pks: list[int], call: Callable[[int], Any]) -> GroupOutcome:
     Stops after ``CONSOLE_GROUP_ACTION_SECONDS``: a large group would outlast the web
     server's timeout and end in an error page half done."""
     deadline = time.monotonic() + settings.CONSOLE_GROUP_ACTION_SECONDS
-    done, refused = 0, []
+    done: list[int] = []
+    refused: list[str] = []
     for reached, pk in enumerate(pks, start=1):
         try:
             call(pk)
-            done += 1
+            done.append(pk)
         except dead_letters.DeadLetterStateError as exc:
             refused.append(str(exc))
         if time.monotonic() >= deadline:
-            return GroupOutcome(done=done, refused=refused, remaining=len(pks) - reached)
-    return GroupOutcome(done=done, refused=refused)
+            return GroupOutcome(len(done), refused, len(pks) - reached, done)
+    return GroupOutcome(len(done), refused, 0, done)

@@ -40,6 +40,7 @@ NAME = "console-retry"
 ENV: dict[str, str] = {}
 PER_SECOND = 10.0
 ROUNDS = 2
+CALLS = 20  # at most, per operator and round
 
 
 def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> dict[str, Any]:
@@ -68,10 +69,12 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
     for _ in range(ROUNDS):
         time.sleep(m / PER_SECOND / (ROUNDS + 1))  # paced: new failures arrive meanwhile
         # A call works for a bounded time and says what it left: both call again until none.
-        while True:
+        for _call in range(CALLS):
             rounds.append(_retry_twice_at_once(url, users.operator, fingerprint))
             if not any(answer["remaining"] for answer in rounds[-1]):
                 break
+        else:
+            problems.append(f"letters still remained after {CALLS} calls of each operator")
     later.join()
     seconds, left = drain(REDIS_URL, RECONCILER_THRESHOLD + 120)
     report = account(commands + arriving)
