@@ -28,7 +28,11 @@ def _dry_run(*targets: str) -> str:
 def test_make_run_installs_the_runtime_lock_only_with_uv_and_its_own_stamp() -> None:
     commands = _dry_run("run")
 
-    assert "uv pip install --quiet --python .venv/bin/python -r requirements.lock" in commands
+    # Compiled at install: every process reads bytecode instead of compiling its imports.
+    assert (
+        "uv pip install --quiet --compile-bytecode --python .venv/bin/python -r requirements.lock"
+        in commands
+    )
     assert "-r requirements-dev.lock" not in commands
     assert "touch .venv/.installed-runtime" in commands
     assert "touch .venv/.installed " not in commands
