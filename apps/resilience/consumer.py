@@ -1,8 +1,15 @@
-"""A Celery consumer that turns messages it can't even read into dead letters.
+"""A Celery consumer that turns messages it can't even read into dead letters, and that
+finds its broker again soon after an outage.
 
 Celery logs and drops a message whose body can't be decoded or that names no known task.
 Backstop keeps it: a dead letter of kind ``corruption`` with the raw body, then the
 message is acknowledged as before so it can't block the queue.
+
+Celery reconnects to a lost broker after 2 s, then 4, 6, ... up to 30 s between tries (kombu's
+defaults; no setting changes them): a broker back after 25 s waits up to 17 s more for the
+worker. Backstop's consumer tries after 1 s, then 1 s longer each time up to
+``BROKER_RECONNECT_MAX_SECONDS``, and leaves the rest of Celery's reconnection (its retry
+switches, its log lines) as it is.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from celery.worker.consumer import Consumer
+from celery.worker.state import maybe_shutdown
+from django.conf import settings
+from kombu import Connection
 from kombu.message import Message
 
 from apps.resilience.classify import classify
@@ -60,7 +70,36 @@ def _jsonable(headers: Any) -> dict[str, str]:
     return {str(k): repr(v)[:500] for k, v in (headers or {}).items()}
 
 
+def connect_soon(conn: Connection, max_retries: int | None) -> Connection:
+    """Connect ``conn``, trying again 1 s after a failure, then 1 s longer each time up to
+    ``BROKER_RECONNECT_MAX_SECONDS``; ``max_retries`` tries at most (None: for ever)."""
+
+    def failed(exc: Exception, interval: float) -> None:
+        logger.warning(
+            "broker %s unreachable (%s); trying again in %d s", conn.as_uri(), exc, interval
+        )
+
+    conn.ensure_connection(
+        failed,
+        max_retries,  # type: ignore[arg-type]  # kombu takes None (for ever); its stubs don't say
+        interval_start=1,
+        interval_step=1,
+        interval_max=settings.BROKER_RECONNECT_MAX_SECONDS,
+        callback=maybe_shutdown,  # a worker asked to stop while it waits stops
+    )
+    return conn
+
+
 class DeadLetteringConsumer(Consumer):
+    def ensure_connected(self, conn: Connection) -> Connection:
+        conf = self.app.conf
+        retry = conf.broker_connection_retry
+        if self.first_connection_attempt and conf.broker_connection_retry_on_startup is not None:
+            retry = conf.broker_connection_retry_on_startup
+        if retry:  # Celery's rule for whether to retry at all; with retries off, it connects once
+            connect_soon(conn, conf.broker_connection_max_retries)
+        return super().ensure_connected(conn)  # connected: Celery's bookkeeping only
+
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         keep_poison("undecodable message", message, None, exc)
         super().on_decode_error(message, exc)

@@ -132,6 +132,9 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker that lost its broker tries again 1 s later, then 1 s longer each time, up to this
+# (Celery's own back-off grows to 30 s: a broker back after 25 s would wait another 17).
+BROKER_RECONNECT_MAX_SECONDS = env_int("BROKER_RECONNECT_MAX_SECONDS", 3, minimum=1)
 CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 4.0, above=0)
 # A lost broker connection must not leave tasks half-run with nobody to ack them.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True

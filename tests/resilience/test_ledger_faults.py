@@ -7,6 +7,7 @@ reconciler while it waits, as the beat schedule does every ``LEDGER_RECONCILE_SE
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,8 +50,9 @@ def broker(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateRedis]:
     private.stop()
 
 
-def _worker(tmp_path: Path, broker: PrivateRedis) -> WorkerProcess:
-    return start_worker(tmp_path, new_session=True, CELERY_BROKER_URL=broker.url, **WORKER_ENV)
+def _worker(tmp_path: Path, broker: PrivateRedis, **env: str) -> WorkerProcess:
+    env = {**WORKER_ENV, **env}
+    return start_worker(tmp_path, new_session=True, CELERY_BROKER_URL=broker.url, **env)
 
 
 def _owner() -> int:
@@ -159,5 +161,37 @@ def test_a_broker_flushed_under_a_running_worker_gets_its_bindings_back(
             message="the todos created after the flush",
         )
         _assert_each_effect_once(owner_id, first + second)
+    finally:
+        worker.stop()
+
+
+def test_a_worker_tries_its_broker_again_every_few_seconds_through_an_outage(
+    broker: PrivateRedis, tmp_path: Path
+) -> None:
+    """Celery's own back-off between reconnections grows to 30 s (2, 4, 6, ... s): a broker
+    back after a minute could wait half a minute more for its workers. Backstop's consumer
+    tries again after 1 s, then 1 s longer each time, up to BROKER_RECONNECT_MAX_SECONDS."""
+    owner_id = _owner()
+    worker = _worker(tmp_path, broker, BROKER_RECONNECT_MAX_SECONDS="2")
+    tries = re.compile(r"broker \S+ unreachable \(.*\); trying again in (\d+) s")
+    try:
+        before = _create_and_update(owner_id, 2)
+        wait_until(lambda: _all_projected(before), timeout=60, message="the first todos")
+
+        broker.stop()
+        # Six tries: 1 + 2 + 2 + 2 + 2 + 2 s apart here; Celery's would be 2 + 4 + ... + 12.
+        wait_until(
+            lambda: len(tries.findall(worker.output())) >= 6,
+            timeout=60,
+            message="the worker to try its broker six times",
+        )
+        broker.start()
+        after = _create_and_update(owner_id, 2)
+        wait_until(lambda: _all_projected(after), timeout=THRESHOLD + 60, message="the later todos")
+
+        waits = [int(seconds) for seconds in tries.findall(worker.output())]
+        assert waits[:3] == [1, 2, 2], waits
+        assert max(waits) == 2, waits
+        _assert_each_effect_once(owner_id, before + after)
     finally:
         worker.stop()

@@ -26,7 +26,8 @@ end, each effect once — what the flushed broker dropped, the ledger re-sends):
 
 QUICK: restarts at 4, 12 and 20 s of 30 s of commands at 10 a second (300); full: at 40,
 120 and 200 s of 300 s at 5 a second (1,500). Down 1 s on Redis; on RabbitMQ 1 s plus the
-node's boot (some 5 s here), and the workers' reconnection back-off (2 s, then 4 s) on top.
+node's boot (some 5 s here, 20 s or more beside other scenarios), and the workers' next
+reconnection try on top (``BROKER_RECONNECT_MAX_SECONDS`` apart at most, 3 s by default).
 """
 
 from __future__ import annotations
@@ -186,7 +187,13 @@ class _Rabbit:
         return self.node.url
 
     def start(self) -> None:
+        """Start the node and declare the probe queue: declared only just before the kill,
+        its definition could be lost with it (seen here: declared some 15 ms before a
+        SIGKILL, gone after the start). What is checked is the messages confirmed into a
+        durable queue that exists."""
         self.node.start()
+        with Connection(self.url) as conn:
+            Queue(PROBE, durable=True)(conn.default_channel).declare()
 
     def crash(self) -> None:
         durable = self.node.queues()
