@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -265,14 +266,22 @@ def _child(args: argparse.Namespace) -> int:
             old.unlink()
         env = {**_environment(name), **scenario.ENV}
         cluster = Cluster(env, RESULTS, _free_port(), prefix=f"{title}-")
+        phases = [time.monotonic()]
         try:
             if getattr(scenario, "PROCESSES", True):
                 cluster.start()
+            phases.append(time.monotonic())
             result: dict[str, Any] = scenario.run(cluster, users, quick=args.quick, seed=args.seed)
+            phases.append(time.monotonic())
         finally:
             # A SIGTERM now would cut the clean-up short and leave processes behind.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             cluster.stop()
+        phases.append(time.monotonic())
+        start, run, stop = (b - a for a, b in itertools.pairwise(phases))
+        print(
+            f"{title}: processes started in {start:.0f} s, ran {run:.0f} s, stopped in {stop:.0f} s"
+        )
         result["scenario"] = title
     finally:
         _drop_database(name)
