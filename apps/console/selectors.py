@@ -80,21 +80,12 @@ def dead_letter(dead_letter_id: int) -> DeadLetter:
     return found
 
 
-def open_letters_of_group(fingerprint: str) -> list[int]:
-    """Return the ids of the group's open dead letters, oldest failure first."""
+def open_letters_of_group(fingerprint: str) -> list[tuple[int, str]]:
+    """Return the ids and statuses of the group's open dead letters, oldest failure first."""
     return list(
         DeadLetter.objects.filter(fingerprint=fingerprint, status__in=DeadLetter.OPEN)
         .order_by("first_failed_at", "pk")
-        .values_list("pk", flat=True)
-    )
-
-
-def letters_of_group(fingerprint: str, statuses: tuple[str, ...]) -> list[int]:
-    """Return the ids of the group's dead letters in ``statuses``, oldest failure first."""
-    return list(
-        DeadLetter.objects.filter(fingerprint=fingerprint, status__in=statuses)
-        .order_by("first_failed_at", "pk")
-        .values_list("pk", flat=True)
+        .values_list("pk", "status")
     )
 
 

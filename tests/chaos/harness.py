@@ -276,7 +276,7 @@ def _child(args: argparse.Namespace) -> int:
         finally:
             # A SIGTERM now would cut the clean-up short and leave processes behind.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            cluster.stop()
+            cluster.kill()
         phases.append(time.monotonic())
         start, run, stop = (b - a for a, b in itertools.pairwise(phases))
         print(

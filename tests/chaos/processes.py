@@ -117,6 +117,13 @@ class Cluster:
         for proc in [self.web, *self.workers, self.beat]:
             stop(proc)
 
+    def kill(self) -> None:
+        """SIGKILL every process group: the end of a run, once its count is taken (a
+        graceful stop waits for running tasks and requests, up to 15 s a process, for
+        nothing)."""
+        for proc in [self.web, *self.workers, self.beat]:
+            kill_group(proc)
+
 
 def start(proc: Proc, env: dict[str, str]) -> None:
     """Start ``proc`` as the leader of a new process group, appending to its log."""

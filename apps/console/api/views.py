@@ -260,14 +260,15 @@ def _found(dead_letter_id: int) -> int:
 def _for_each(
     fingerprint: str, command: Callable[[int], Any], statuses: tuple[str, ...] = DeadLetter.OPEN
 ) -> Response:
-    """Run ``command`` on each letter of the group in ``statuses``, oldest first, for at most
-    ``CONSOLE_GROUP_ACTION_SECONDS`` (a large group would outlast the web server's timeout
-    and end as a 500 half done); report which were done, which their state refused (a
-    letter changed meanwhile), and how many this call did not reach (call again). 404 for a
-    group with no open letter."""
-    if not selectors.open_letters_of_group(fingerprint):
+    """Run ``command`` on each letter of the group in ``statuses`` (open ones), oldest
+    first, for at most ``CONSOLE_GROUP_ACTION_SECONDS`` (a large group would outlast the
+    web server's timeout and end as a 500 half done); report which were done, which their
+    state refused (a letter changed meanwhile), and how many this call did not reach (call
+    again). 404 for a group with no open letter."""
+    found = selectors.open_letters_of_group(fingerprint)
+    if not found:
         raise selectors.GroupNotFound(fingerprint)
-    letters = selectors.letters_of_group(fingerprint, statuses)
+    letters = [pk for pk, status in found if status in statuses]
     outcome = letter_groups.act_on(letters, command)
     refused = [
         pk for pk in letters[: len(letters) - outcome.remaining] if pk not in outcome.done_ids

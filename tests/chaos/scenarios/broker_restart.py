@@ -140,7 +140,7 @@ def _own_broker(cluster: processes.Cluster, *, amqp: bool) -> Iterator[_Broker]:
         broker.start()
         yield broker
     finally:
-        cluster.stop()
+        cluster.kill()
         broker.close()
 
 

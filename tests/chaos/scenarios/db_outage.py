@@ -134,7 +134,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
             )
             return row(NAME, report, seconds, left, _summary(load, faults, rates, phases))
     finally:
-        cluster.stop()
+        cluster.kill()
         own.stop()
 
 
