@@ -8,8 +8,8 @@ message is acknowledged as before so it can't block the queue.
 Celery reconnects to a lost broker after 2 s, then 4, 6, ... up to 30 s between tries (kombu's
 defaults; no setting changes them): a broker back after 25 s waits up to 17 s more for the
 worker. Backstop's consumer tries after 1 s, then 1 s longer each time up to
-``BROKER_RECONNECT_MAX_SECONDS``, and leaves the rest of Celery's reconnection (its retry
-switches, its log lines) as it is.
+``BROKER_RECONNECT_MAX_SECONDS``, for as long as Celery would have kept trying, and leaves
+the rest of Celery's reconnection (its retry switches, fail-over) as it is.
 """
 
 from __future__ import annotations
@@ -72,22 +72,39 @@ def _jsonable(headers: Any) -> dict[str, str]:
 
 def connect_soon(conn: Connection, max_retries: int | None) -> Connection:
     """Connect ``conn``, trying again 1 s after a failure, then 1 s longer each time up to
-    ``BROKER_RECONNECT_MAX_SECONDS``; ``max_retries`` tries at most (None: for ever)."""
+    ``BROKER_RECONNECT_MAX_SECONDS``. The worker gives up (raises, and stops) after as long
+    as Celery's own back-off takes for ``max_retries`` tries (``patience``): tries come
+    sooner, not fewer. ``None``: for ever; 0: one try."""
+    budget = patience(max_retries)
+    tries = 0
 
     def failed(exc: Exception, interval: float) -> None:
-        logger.warning(
-            "broker %s unreachable (%s); trying again in %d s", conn.as_uri(), exc, interval
-        )
+        nonlocal tries
+        if interval == 0 and getattr(conn, "alt", None):
+            then = "Will retry using next failover."
+        else:
+            tries += 1
+            then = f"Trying again in {interval:.0f} s (try {tries})"
+        logger.error("consumer: Cannot connect to %s: %s. %s", conn.as_uri(), exc, then)
 
     conn.ensure_connection(
         failed,
-        max_retries,  # type: ignore[arg-type]  # kombu takes None (for ever); its stubs don't say
+        None if budget else max_retries,  # type: ignore[arg-type]  # kombu: None is for ever
         interval_start=1,
         interval_step=1,
         interval_max=settings.BROKER_RECONNECT_MAX_SECONDS,
         callback=maybe_shutdown,  # a worker asked to stop while it waits stops
+        timeout=budget,  # type: ignore[arg-type]  # kombu: None is no limit
     )
     return conn
+
+
+def patience(max_retries: int | None) -> float | None:
+    """Return how long Celery's own back-off (2 s, then 2 s longer each time, at most 30 s)
+    keeps trying for ``max_retries`` tries: 2,790 s for its default 100."""
+    if max_retries is None:
+        return None
+    return float(sum(min(2 * (n + 1), 30) for n in range(max_retries)))
 
 
 class DeadLetteringConsumer(Consumer):

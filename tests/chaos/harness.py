@@ -267,8 +267,9 @@ def _child(args: argparse.Namespace) -> int:
         env = {**_environment(name), **scenario.ENV}
         cluster = Cluster(env, RESULTS, _free_port(), prefix=f"{title}-")
         phases = [time.monotonic()]
+        ours = getattr(scenario, "PROCESSES", True)  # else the scenario starts its own
         try:
-            if getattr(scenario, "PROCESSES", True):
+            if ours:
                 cluster.start()
             phases.append(time.monotonic())
             result: dict[str, Any] = scenario.run(cluster, users, quick=args.quick, seed=args.seed)
@@ -280,7 +281,9 @@ def _child(args: argparse.Namespace) -> int:
         phases.append(time.monotonic())
         start, run, stop = (b - a for a, b in itertools.pairwise(phases))
         print(
-            f"{title}: processes started in {start:.0f} s, ran {run:.0f} s, stopped in {stop:.0f} s"
+            f"{title}: processes started in {start:.0f} s, ran {run:.0f} s, killed in {stop:.0f} s"
+            if ours
+            else f"{title}: ran {run:.0f} s, starting and stopping its own processes"
         )
         result["scenario"] = title
     finally:

@@ -113,16 +113,14 @@ class Cluster:
         for worker in self.workers:
             _wait(lambda w=worker: "ready." in w.log.read_text(errors="replace"), 60, worker.name)
 
-    def stop(self) -> None:
-        for proc in [self.web, *self.workers, self.beat]:
-            stop(proc)
-
     def kill(self) -> None:
         """SIGKILL every process group: the end of a run, once its count is taken (a
         graceful stop waits for running tasks and requests, up to 15 s a process, for
-        nothing)."""
+        nothing). Once only: a second call signals nothing (a group id may be reused)."""
         for proc in [self.web, *self.workers, self.beat]:
-            kill_group(proc)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # not reaped in 10 s: go on
+                kill_group(proc)
+            proc.popen = None
 
 
 def start(proc: Proc, env: dict[str, str]) -> None:

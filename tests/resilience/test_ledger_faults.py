@@ -173,7 +173,7 @@ def test_a_worker_tries_its_broker_again_every_few_seconds_through_an_outage(
     tries again after 1 s, then 1 s longer each time, up to BROKER_RECONNECT_MAX_SECONDS."""
     owner_id = _owner()
     worker = _worker(tmp_path, broker, BROKER_RECONNECT_MAX_SECONDS="2")
-    tries = re.compile(r"broker \S+ unreachable \(.*\); trying again in (\d+) s")
+    tries = re.compile(r"Cannot connect to \S+: .*\. Trying again in (\d+) s \(try \d+\)")
     try:
         before = _create_and_update(owner_id, 2)
         wait_until(lambda: _all_projected(before), timeout=60, message="the first todos")

@@ -11,12 +11,14 @@ Each returns what differs from the issue's promise (empty when kept), with evide
 - the step log is complete: every step or compensation asked has exactly one end
   (completed, or failed for good), matching the saga's events, actions in step order;
 - each kill landed mid-step: the ledger counts a run of that delivery that never finished;
-- each saga the sweep had to ask again (a step asked twice: a kill, or a message lost)
-  ended within one stuck-saga sweep interval (+ ``SLACK_SECONDS``) of its last fault, the
-  latest of its start, its step's failure and the kill of one of its steps; a killed saga
-  may first be stuck until the killed step's deadline (``_in_time``). A saga whose every
-  step was asked once moved on its own messages alone: how long those waited behind other
-  messages is the workers' throughput, not a recovery, and is not held to the bound.
+- each saga that needed a recovery ended within one stuck-saga sweep interval
+  (+ ``SLACK_SECONDS``) of its last fault, the latest of its start, its step's failure and
+  the kill of one of its steps; a killed saga may first be stuck until the killed step's
+  deadline (``_in_time``). A saga needed a recovery when one of its steps was killed, asked
+  for twice (the sweep), or its message re-sent or run more than once (the ledger, a
+  broker redelivery). A saga whose every step ran once on its first message moved by its
+  own messages alone: how long those waited behind other messages is the workers'
+  throughput, not a recovery, and is not held to the bound.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from django.db.models import Q
 
 from apps.eventstore.models import Event
 from apps.resilience.models import DeadLetter, Delivery
@@ -271,11 +275,13 @@ def _in_time(sagas: list[Saga], kills: list[Kill], sweep: float) -> tuple[list[s
     again within one interval after that, if the broker has not redelivered it by then.
     """
     killed = {kill.saga_id: kill for kill in kills}  # one kill per saga
+    redone = _redone_step_messages()
     late, longest, swept = [], 0.0, 0
     for saga in sagas:
         if saga.row.finished_at is None:
             continue  # not ended: reported by _ended
-        if saga.id not in killed and not _asked_again(saga):
+        recovered = _asked_again(saga) or any(e.event_id in redone for e in saga.stream)
+        if saga.id not in killed and not recovered:
             continue  # no recovery: its own messages moved it, however long they queued
         faults = [saga.row.created_at, *(r.finished_at for r in saga.log if r.final)]
         bound = sweep + SLACK_SECONDS
@@ -304,6 +310,16 @@ def _asked_again(saga: Saga) -> bool:
     is an event whose type is the step's handler name (``definitions.handler_name``)."""
     asks = Counter(e.type for e in saga.stream if e.type.startswith(f"saga.{saga.row.type}."))
     return any(n > 1 for n in asks.values())
+
+
+def _redone_step_messages() -> set[Any]:
+    """Return the ids of the saga step messages the ledger re-sent or a worker ran more
+    than once (a lost or redelivered message: a recovery the step log may not show)."""
+    return set(
+        Delivery.objects.filter(handler__startswith="saga.")
+        .filter(Q(resends__gt=0) | Q(starts__gt=1))
+        .values_list("event_id", flat=True)
+    )
 
 
 def _deadline(saga: Saga, handler: str) -> float:

@@ -1,0 +1,45 @@
+"""How long a worker keeps trying a broker it can't reach: tries come sooner than Celery's
+own back-off, for as long as Celery would have tried."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kombu import Connection
+from kombu.exceptions import OperationalError
+
+from apps.resilience.consumer import connect_soon, patience
+from tests.support.broker import free_port
+
+
+def test_a_worker_keeps_trying_as_long_as_celery_would() -> None:
+    assert patience(None) is None  # for ever
+    assert patience(0) == 0  # one try
+    assert patience(3) == 2 + 4 + 6
+    assert patience(100) == sum(range(2, 31, 2)) + 85 * 30  # Celery's default: 2,790 s
+
+
+def test_a_broker_that_never_answers_is_given_up_after_that_long(
+    settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.BROKER_RECONNECT_MAX_SECONDS = 1
+    conn = Connection(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5)
+    started = time.monotonic()
+
+    with pytest.raises(OperationalError), caplog.at_level("ERROR"):
+        connect_soon(conn, max_retries=2)  # Celery: tries 2 s, then 4 s apart: 6 s
+
+    assert time.monotonic() - started >= patience(2)
+    tries = [r.getMessage() for r in caplog.records if "Cannot connect to" in r.getMessage()]
+    # Celery's two tries, 2 and 4 s apart, become a try a second for those 6 s.
+    assert len(tries) >= 5, tries
+    assert all("Trying again in 1 s" in message for message in tries), tries
+
+
+def test_no_retries_is_one_try(settings) -> None:
+    settings.BROKER_RECONNECT_MAX_SECONDS = 1
+    conn = Connection(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5)
+
+    with pytest.raises(OperationalError):
+        connect_soon(conn, max_retries=0)
