@@ -24,7 +24,7 @@ end, each effect once — what the flushed broker dropped, the ledger re-sends):
   to a probe queue of the scenario's own before the kill is there after the start (none
   after the wipe).
 
-QUICK: restarts at 4, 12 and 20 s of 30 s of commands at 10 a second (300); full: at 40,
+QUICK: restarts at 4, 12 and 20 s of 30 s of commands at 5 a second (150); full: at 40,
 120 and 200 s of 300 s at 5 a second (1,500). Down 1 s on Redis; on RabbitMQ 1 s plus the
 node's boot (some 5 s here, 20 s or more beside other scenarios), and the workers' next
 reconnection try on top (``BROKER_RECONNECT_MAX_SECONDS`` apart at most, 3 s by default).
@@ -60,10 +60,9 @@ NAME = "broker-restart"
 ENV: dict[str, str] = {}
 PROCESSES = False  # started here, on the scenario's own Redis or RabbitMQ node
 RABBITMQ = True
-PER_SECOND = 10.0
-# Full size: what two single-process workers carry beside a neighbouring scenario on 2
-# cores, so the backlog at the end drains within the deadline.
-FULL_PER_SECOND = 5.0
+# QUICK and full alike: what two single-process workers carry beside a neighbouring
+# scenario on 2 cores, so the backlog at the end drains within the deadline.
+PER_SECOND = 5.0
 RESUME_WITHIN = 30.0
 DOWN_SECONDS = 1.0
 PROBE = "chaos.probe"  # a durable queue of the scenario's own, on RabbitMQ
@@ -86,8 +85,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
         )
         restarter.start()
         try:
-            rate = PER_SECOND if quick else FULL_PER_SECOND
-            commands = Load(url, users.api, seed, rate).run(int(30 * scale * rate))
+            commands = Load(url, users.api, seed, PER_SECOND).run(int(30 * scale * PER_SECOND))
         finally:
             restarter.join()
         commands += _until_consumed(url, users.api, cluster, restarts)

@@ -55,7 +55,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
     from tests.chaos.harness import RECONCILER_THRESHOLD, REDIS_URL
 
     url, broker = base_url(cluster.port), redis.Redis.from_url(REDIS_URL)
-    n = 300 if quick else 2000
+    n = 200 if quick else 2000
     broker.set(FAULTS_ON_KEY, 1)
     load = Load(
         url,

@@ -9,8 +9,8 @@ outbox die at random points:
 
 A request whose process died gets no answer: a create is sent again with its idempotency
 key, anything else ends "failed" (it may well have taken effect). Every acknowledged
-command must have its event, every event its deliveries, each effect once. QUICK: 200
-commands at 15 a second (13 s); full: 1,500 at 6 a second.
+command must have its event, every event its deliveries, each effect once. QUICK: 150
+commands at 15 a second (10 s); full: 1,500 at 6 a second.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
     killer.start()
     try:
         commands = Load(url, users.api, seed, PER_SECOND if quick else FULL_PER_SECOND).run(
-            200 if quick else 1500
+            150 if quick else 1500
         )
     finally:
         stop.set()
