@@ -6,10 +6,11 @@ Backstop keeps it: a dead letter of kind ``corruption`` with the raw body, then 
 message is acknowledged as before so it can't block the queue.
 
 Celery reconnects to a lost broker after 2 s, then 4, 6, ... up to 30 s between tries (kombu's
-defaults; no setting changes them): a broker back after 25 s waits up to 17 s more for the
-worker. Backstop's consumer tries after 1 s, then 1 s longer each time up to
-``BROKER_RECONNECT_MAX_SECONDS``, for as long as Celery would have kept trying, and leaves
-the rest of Celery's reconnection (its retry switches, fail-over) as it is.
+defaults; no setting changes them): a worker finds a broker that is back only at its next
+try, up to 16 s later a minute into an outage, 30 s later after four minutes. Backstop's
+consumer tries after 1 s, then 1 s longer each time up to ``BROKER_RECONNECT_MAX_SECONDS``,
+for as long as Celery would have kept trying, and leaves the rest of Celery's reconnection
+(its retry switches, fail-over) as it is.
 """
 
 from __future__ import annotations

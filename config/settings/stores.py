@@ -133,7 +133,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A worker that lost its broker tries again 1 s later, then 1 s longer each time, up to this
-# (Celery's own back-off grows to 30 s: a broker back after 25 s would wait another 17).
+# (Celery's own back-off grows to 30 s between tries: a worker would find a broker back a
+# minute into an outage up to 16 s later).
 BROKER_RECONNECT_MAX_SECONDS = env_int("BROKER_RECONNECT_MAX_SECONDS", 3, minimum=1)
 CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 4.0, above=0)
 # A lost broker connection must not leave tasks half-run with nobody to ack them.
