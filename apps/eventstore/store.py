@@ -1,14 +1,19 @@
 """Appending to the event log, and the public entry for reading it (see ``reading``).
 
-Ordering guarantee: on PostgreSQL every append takes one transaction-level advisory lock
-before it draws positions, and holds it until commit. Positions therefore become visible in
-the order they were handed out, and a subscriber that reads ``position > checkpoint`` never
-skips an event that committed late (a sequence alone does not give this: a transaction can
-draw position 10, stall, and commit after 11 was read). SQLite serializes writers anyway.
-The price is that appends from all writers queue on the lock for the length of a commit;
-``make bench`` measures it against raw inserts. To keep that window short, PostgreSQL takes
+Ordering guarantee: a reader that reads ``position > checkpoint`` never skips an event that
+commits late. Positions come from a sequence, and a sequence alone does not give this: a
+transaction can draw position 10, stall, and commit after 11 was read. On PostgreSQL every
+append holds one advisory lock *shared* from before it draws positions until it commits,
+so appends run side by side (and share their WAL flushes). A reader first asks for
+``committed_position()``: one statement that takes the same lock *exclusively*, which
+waits for the appends in flight to end, reads the highest position, and releases it. No
+append is in flight at that moment, so every position at or below it that will ever commit
+has committed; ``read_all`` reads no further. SQLite serializes writers anyway. A rebuild's
+switch takes the lock exclusively for its whole transaction (``take_append_lock``): no event
+commits meanwhile. ``make bench`` measures appends against raw inserts; PostgreSQL takes
 the lock, checks versions and writes events and outbox rows in one call of the
-``eventstore_append`` function (migration 0005): one round trip between BEGIN and COMMIT.
+``eventstore_append`` function (migrations 0005 and 0007): one round trip between BEGIN and
+COMMIT.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from apps.eventstore.models import Event, OutboxMessage
 # The reading side lives in apps.eventstore.reading; re-exported here, the public entry.
 from apps.eventstore.reading import (
     RECORD_COLUMNS,
+    committed_position,
     load_event,
     read_all,
     read_correlated,
@@ -56,6 +62,7 @@ __all__ = [
     "StreamAppend",
     "append",
     "append_many",
+    "committed_position",
     "load_event",
     "lock_for_transaction",
     "read_all",
@@ -68,7 +75,7 @@ __all__ = [
     "to_recorded",
 ]
 
-# 'backstop' in ASCII: the advisory lock key that serializes appends.
+# 'backstop' in ASCII: the advisory lock key appends take shared and readers exclusively.
 APPEND_LOCK_KEY: int | None = 0x6261636B73746F70
 
 
@@ -122,14 +129,14 @@ def append(
 def append_many(appends: Sequence[StreamAppend], *, context: CommandContext) -> list[RecordedEvent]:
     """Append to one or more streams atomically and return the events as recorded.
 
-    1. Take the append lock, so positions commit in the order they are drawn.
+    1. Take the append lock shared, so readers wait for this append (see the module).
     2. Compare each stream's version with its ``expected_version``; a difference is a
        ``ConcurrencyConflict`` (the unique ``(stream_id, version)`` constraint backs it up).
     3. Insert the events and one outbox row each, in the caller's transaction.
     4. After commit, nudge the relay once per transaction to publish the new outbox rows.
 
     On PostgreSQL steps 1-3 are one call of the ``eventstore_append`` function (one round
-    trip, see migration 0005); elsewhere they run through the ORM.
+    trip, see migrations 0005 and 0007); elsewhere they run through the ORM.
     """
     appends = [a for a in appends if a.events]
     if not appends:
@@ -277,7 +284,8 @@ def _append_with_orm(appends: Sequence[StreamAppend], pending: list[_Pending]) -
 
 
 def take_append_lock() -> None:
-    """Hold the append lock until the transaction ends (see the module docstring)."""
+    """Hold the append lock exclusively until the transaction ends: no append can commit
+    meanwhile (see the module docstring)."""
     if connection.vendor == "postgresql" and APPEND_LOCK_KEY is not None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK_KEY])

@@ -16,7 +16,7 @@ TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0)
 REST_FRAMEWORK = {
     "NUM_PROXIES": TRUSTED_PROXIES,
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",  # hashed keys with an expiry (REST_KNOX below)
+        "apps.accounts.authentication.CachedTokenAuthentication",  # knox: REST_KNOX below
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -71,6 +71,9 @@ AUTHENTICATION_BACKENDS = [
 # API tokens (django-rest-knox): the database keeps a SHA-512 digest and the first 15
 # characters of each key, never the key; clients send "Authorization: Token <key>".
 API_TOKEN_TTL_HOURS = env_int("API_TOKEN_TTL_HOURS", 720, minimum=1)
+# How long a process remembers a token that checked out (apps.accounts.authentication):
+# a token revoked elsewhere works in another process for at most this long; 0: no cache.
+API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 5, minimum=0)
 REST_KNOX = {"TOKEN_TTL": timedelta(hours=API_TOKEN_TTL_HOURS), "AUTH_HEADER_PREFIX": "Token"}
 # Admin login guessing (django-axes): AXES_FAILURE_LIMIT failures of one username from one
 # address lock that pair out of the admin login (429) for the cool-off. Failures at the

@@ -9,6 +9,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from apps.accounts.authentication import checked_tokens
 from apps.accounts.throttles import username_client
 from apps.api.throttles import cache_key
 
@@ -49,3 +50,11 @@ def fresh_login_counts() -> Iterator[None]:
     cache.delete_many(_login_keys())
     yield
     cache.delete_many(_login_keys())
+
+
+@pytest.fixture(autouse=True)
+def no_remembered_tokens() -> Iterator[None]:
+    """Start and end each test with this process's token cache empty."""
+    checked_tokens.clear()
+    yield
+    checked_tokens.clear()

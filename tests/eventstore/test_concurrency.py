@@ -126,39 +126,41 @@ def test_a_reader_following_the_log_never_misses_an_event_under_concurrent_write
 def test_an_event_that_commits_late_is_not_skipped(serialized: bool, monkeypatch) -> None:
     """Writer A draws a position and stalls before commit while writer B appends after it.
 
-    With the append lock, B waits for A, so a reader never sees B's later position first.
-    The control run without the lock shows the same reader would skip A's event forever.
+    B does not wait for A: appends run side by side. A reader that reads meanwhile waits
+    for A instead, so it never returns B's later position without A's. The control run
+    without the lock shows the same reader would skip A's event forever.
     """
     if not serialized:
         monkeypatch.setattr(store, "APPEND_LOCK_KEY", None)
-    a_inserted, reader_done, b_finished = threading.Event(), threading.Event(), threading.Event()
+    a_inserted, release_a = threading.Event(), threading.Event()
+    first_read: list = []
 
     def writer_a() -> None:
         with transaction.atomic():
             repo.save(Counter.open("A"), CommandContext())
             a_inserted.set()
-            reader_done.wait(timeout=20)
+            release_a.wait(timeout=20)
 
-    def writer_b() -> None:
-        a_inserted.wait(timeout=20)
-        repo.save(Counter.open("B"), CommandContext())
-        b_finished.set()
+    def reader() -> None:
+        first_read.extend(store.read_all(after_position=0))
 
-    threads = [threading.Thread(target=closing_connections(w)) for w in (writer_a, writer_b)]
-    for thread in threads:
-        thread.start()
-    a_inserted.wait(timeout=20)
-    wait_until(lambda: b_finished.is_set() or _someone_waits_for_the_append_lock(), timeout=20)
-
-    first_read = store.read_all(after_position=0)
-    checkpoint = first_read[-1].position if first_read else 0
-    reader_done.set()
-    for thread in threads:
+    a = threading.Thread(target=closing_connections(writer_a))
+    a.start()
+    assert a_inserted.wait(timeout=20)
+    repo.save(Counter.open("B"), CommandContext())  # commits while A is still open
+    b_committed_while_a_open = a.is_alive()
+    r = threading.Thread(target=closing_connections(reader))
+    r.start()
+    wait_until(lambda: not r.is_alive() or _someone_waits_for_the_append_lock(), timeout=20)
+    release_a.set()
+    for thread in (a, r):
         thread.join(timeout=20)
+    checkpoint = first_read[-1].position if first_read else 0
     second_read = store.read_all(after_position=checkpoint)
 
-    seen = {e.payload.label for e in first_read + second_read if hasattr(e.payload, "label")}
-    assert seen == ({"A", "B"} if serialized else {"B"})
+    assert b_committed_while_a_open
+    seen = [e.payload.label for e in first_read + second_read if hasattr(e.payload, "label")]
+    assert seen == (["A", "B"] if serialized else ["B"])
 
 
 def _someone_waits_for_the_append_lock() -> bool:

@@ -1,0 +1,126 @@
+"""Token authentication with a short-lived cache of the lookups, per process.
+
+knox checks a token with two queries (the token and its user, then every token of that
+user, to delete expired ones) and a SHA-512 digest; on a busy API that is a large share
+of a request. A token that checked out is remembered by its digest, in this process only,
+for ``API_TOKEN_CACHE_SECONDS`` (and never past the token's own expiry), so a client's
+next requests in that window skip the database.
+
+The price is the revocation window. A token revoked in this process (``DELETE
+/api/v1/auth/token/``, the admin's delete, a deactivated user) is forgotten here at once;
+another process that cached it keeps accepting it for at most ``API_TOKEN_CACHE_SECONDS``
+(5 by default). ``API_TOKEN_CACHE_SECONDS=0`` turns the cache off: every request asks the
+database, and a revocation applies everywhere at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models.signals import post_delete, post_save
+from django.utils import timezone
+from knox.auth import TokenAuthentication
+from knox.crypto import hash_token
+from knox.models import AuthToken
+from rest_framework import exceptions
+
+# Enough for every client of one process; the least recently used goes first.
+MAX_CACHED_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class _Checked:
+    user: Any
+    token: AuthToken
+    until: float  # time.monotonic() past which the database is asked again
+    expiry: datetime | None
+
+
+class _Cache:
+    """Tokens that checked out, by digest; thread-safe (gunicorn may run threads)."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, _Checked] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> _Checked | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry.until <= time.monotonic() or (
+                entry.expiry is not None and entry.expiry <= timezone.now()
+            ):
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry
+
+    def put(self, digest: str, entry: _Checked) -> None:
+        with self._lock:
+            self._entries[digest] = entry
+            self._entries.move_to_end(digest)
+            while len(self._entries) > MAX_CACHED_TOKENS:
+                self._entries.popitem(last=False)
+
+    def forget(self, *, digest: str | None = None, user_pk: Any = None) -> None:
+        with self._lock:
+            if digest is not None:
+                self._entries.pop(digest, None)
+            if user_pk is not None:
+                for key in [k for k, e in self._entries.items() if e.user.pk == user_pk]:
+                    del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+checked_tokens = _Cache()
+
+
+class CachedTokenAuthentication(TokenAuthentication):
+    """knox's ``TokenAuthentication``, remembering tokens that checked out (see the module)."""
+
+    def authenticate_credentials(self, token: bytes) -> tuple[Any, AuthToken]:
+        try:  # knox would let a key that isn't UTF-8 raise (a 500)
+            key = token.decode("utf-8")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        seconds = settings.API_TOKEN_CACHE_SECONDS
+        if seconds <= 0:
+            return super().authenticate_credentials(token)
+        digest = hash_token(key)
+        entry = checked_tokens.get(digest)
+        if entry is not None:
+            # A copy each request: nothing a view caches on its user outlives the request.
+            return copy.copy(entry.user), entry.token
+        user, auth_token = super().authenticate_credentials(token)
+        checked_tokens.put(
+            digest, _Checked(user, auth_token, time.monotonic() + seconds, auth_token.expiry)
+        )
+        return user, auth_token
+
+
+def _forget_token(sender: type, instance: AuthToken, **kwargs: Any) -> None:
+    checked_tokens.forget(digest=instance.digest)
+
+
+def _forget_user(sender: type, instance: Any, **kwargs: Any) -> None:
+    checked_tokens.forget(user_pk=instance.pk)
+
+
+def connect_signals() -> None:
+    """Forget a token in this process when it is deleted, and a user's when it changes."""
+    post_delete.connect(_forget_token, sender=AuthToken, dispatch_uid="accounts.forget_token")
+    user_model = get_user_model()
+    post_save.connect(_forget_user, sender=user_model, dispatch_uid="accounts.forget_saved_user")
+    post_delete.connect(_forget_user, sender=user_model, dispatch_uid="accounts.forget_user")
