@@ -36,7 +36,12 @@ class Counters(Application[object]):
 def _admin() -> psycopg.Connection:
     db = settings.DATABASES["default"]
     return psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+        host=db["HOST"],
+        port=db["PORT"],
+        user=db["USER"],
+        password=db.get("PASSWORD") or None,
+        dbname=db["NAME"],
+        autocommit=True,
     )
 
 

@@ -87,6 +87,11 @@ def committed_position() -> int:
     in flight, which hold it shared, to commit or roll back), reads the highest position
     and releases it; see the ordering guarantee in ``apps.eventstore.store``. SQLite runs
     one writer at a time: its highest position is complete.
+
+    From a transaction that has appended, the position counts its own events too; two such
+    transactions reading at once wait for each other until PostgreSQL aborts one (a
+    deadlock, a transient error). Refused (a ``DatabaseError``) at any isolation level but
+    READ COMMITTED: an older snapshot would miss events committed while it waited.
     """
     if connection.vendor == "postgresql":
         from apps.eventstore import store  # the key lives with the appends (and tests swap it)

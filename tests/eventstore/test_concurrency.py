@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from apps.eventstore import store
 from apps.eventstore.exceptions import ConcurrencyConflict
@@ -147,8 +147,15 @@ def test_an_event_that_commits_late_is_not_skipped(serialized: bool, monkeypatch
     a = threading.Thread(target=closing_connections(writer_a))
     a.start()
     assert a_inserted.wait(timeout=20)
-    repo.save(Counter.open("B"), CommandContext())  # commits while A is still open
-    b_committed_while_a_open = a.is_alive()
+    b = threading.Thread(
+        target=closing_connections(lambda: repo.save(Counter.open("B"), CommandContext()))
+    )
+    b.start()
+    b.join(timeout=10)  # B commits while A is still open: it doesn't wait for A
+    b_committed_while_a_open = not b.is_alive()
+    if not b_committed_while_a_open:
+        release_a.set()
+        b.join(timeout=20)
     r = threading.Thread(target=closing_connections(reader))
     r.start()
     wait_until(lambda: not r.is_alive() or _someone_waits_for_the_append_lock(), timeout=20)
@@ -175,3 +182,53 @@ def test_incremented_events_are_typed_on_read() -> None:
     counter.increment(4)
     repo.save(counter, CommandContext())
     assert store.read_stream(stream_id)[-1].payload == Incremented(by=4)
+
+
+def test_a_transaction_that_has_appended_reads_its_own_events() -> None:
+    with transaction.atomic():
+        repo.save(Counter.open("mine"), CommandContext())
+        seen = [e.payload.label for e in store.read_all(after_position=0)]
+        transaction.set_rollback(True)
+
+    assert seen == ["mine"]
+    assert store.read_all(after_position=0) == []  # nothing of that transaction committed
+
+
+def test_the_log_is_read_gap_free_only_at_read_committed() -> None:
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with pytest.raises(DatabaseError, match="only at READ COMMITTED"):
+            store.read_all(after_position=0)
+        transaction.set_rollback(True)
+
+
+def test_reading_leaves_no_append_lock_behind_even_when_cancelled() -> None:
+    """A reader cancelled while it waits must not keep the lock every append needs."""
+    a_inserted, release_a = threading.Event(), threading.Event()
+
+    def writer_a() -> None:
+        with transaction.atomic():
+            repo.save(Counter.open("A"), CommandContext())
+            a_inserted.set()
+            release_a.wait(timeout=20)
+
+    a = threading.Thread(target=closing_connections(writer_a))
+    a.start()
+    assert a_inserted.wait(timeout=20)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = 200")
+        with pytest.raises(DatabaseError, match="statement timeout"):
+            store.read_all(after_position=0)  # waits for A, then is cancelled
+        transaction.set_rollback(True)
+    release_a.set()
+    a.join(timeout=20)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] == 0
+    repo.save(Counter.open("B"), CommandContext())  # appends go on
+    assert [e.payload.label for e in store.read_all(after_position=0)] == ["A", "B"]

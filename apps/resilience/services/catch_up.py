@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.db.models import Exists, OuterRef, Q
 from kombu.exceptions import KombuError
 
-from apps.eventstore import relay
+from apps.eventstore import relay, store
 from apps.eventstore.models import Event
 from apps.resilience.models import Delivery, ProcessedMessage
 from apps.resilience.services import ledger
@@ -58,7 +58,13 @@ def missing_batches(
     known |= Q(
         Exists(ProcessedMessage.objects.filter(handler=handler, event_id=OuterRef("event_id")))
     )
-    rows = Event.objects.filter(type__in=list(types)).annotate(known=known).order_by("position")
+    # Up to where the log is complete now; what commits later the relay delivers to every
+    # subscriber of the moment, this handler included.
+    rows = (
+        Event.objects.filter(type__in=list(types), position__lte=store.committed_position())
+        .annotate(known=known)
+        .order_by("position")
+    )
     cursor = after_position
     while page := list(
         rows.filter(position__gt=cursor).values_list("position", "event_id", "known")[:batch]
