@@ -59,11 +59,14 @@ class Repository(Generic[A]):
             )
             for a in aggregates
         ]
-        with transaction.atomic(savepoint=False):
-            recorded = store.append_many(appends, context=context)
-            for aggregate in aggregates:
-                if self._snapshot_due(aggregate.loaded_version, aggregate.version):
+        snapshots = [a for a in aggregates if self._snapshot_due(a.loaded_version, a.version)]
+        if snapshots:
+            with transaction.atomic(savepoint=False):
+                recorded = store.append_many(appends, context=context)
+                for aggregate in snapshots:
                     self._take_snapshot(aggregate)
+        else:  # one statement, its own transaction when the caller has none (see append_many)
+            recorded = store.append_many(appends, context=context)
         for aggregate in aggregates:
             aggregate.mark_saved()
         return recorded

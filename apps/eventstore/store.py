@@ -136,7 +136,8 @@ def append_many(appends: Sequence[StreamAppend], *, context: CommandContext) -> 
     4. After commit, nudge the relay once per transaction to publish the new outbox rows.
 
     On PostgreSQL steps 1-3 are one call of the ``eventstore_append`` function (one round
-    trip, see migrations 0005 and 0007); elsewhere they run through the ORM.
+    trip, see migrations 0005 and 0007), which outside a transaction commits by itself;
+    elsewhere they run through the ORM.
     """
     appends = [a for a in appends if a.events]
     if not appends:
@@ -144,13 +145,20 @@ def append_many(appends: Sequence[StreamAppend], *, context: CommandContext) -> 
     if len({a.stream_id for a in appends}) != len(appends):
         raise ValueError("append_many takes each stream once")
     pending = _pending(appends, context)
-    with transaction.atomic(savepoint=False):
-        if connection.vendor == "postgresql":
-            written = _append_in_postgres(appends, pending)
-        else:
-            written = _append_with_orm(appends, pending)
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        # Outside a transaction the function's one statement is a transaction of its own:
+        # one round trip instead of BEGIN, the call and COMMIT. on_commit runs at once.
+        written = _append_in_postgres(appends, pending)
         if settings.OUTBOX_PUBLISH_ON_COMMIT:
             outbox_batch.publish_after_commit(written.outbox_ids, written.transaction_id)
+    else:
+        with transaction.atomic(savepoint=False):
+            if connection.vendor == "postgresql":
+                written = _append_in_postgres(appends, pending)
+            else:
+                written = _append_with_orm(appends, pending)
+            if settings.OUTBOX_PUBLISH_ON_COMMIT:
+                outbox_batch.publish_after_commit(written.outbox_ids, written.transaction_id)
     return [
         RecordedEvent(
             position=position,
