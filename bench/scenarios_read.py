@@ -134,7 +134,7 @@ def api(sizes: Sizes, processes: Processes) -> list[Result]:
                     "load_generator": load.generator(),
                     # wrk and gunicorn each on a core of their own (PostgreSQL and Redis
                     # run wherever the kernel puts them); the Python client is never pinned.
-                    "pinned": load.generator() == "wrk" and load.pinned([], "1") != [],
+                    "pinned": load.generator() == "wrk" and load.pinned([], load.SERVER_CORE) != [],
                 },
             )
         )

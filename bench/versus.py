@@ -17,7 +17,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 
 from bench.harness import Result, repeat
-from bench.scenarios import Sizes, _our_appends
+from bench.scenarios import Sizes, _our_appends, _raw
 
 DATABASE = "backstop_bench_eventsourcing"
 
@@ -34,15 +34,9 @@ class Counters(Application[object]):
 
 
 def _admin() -> psycopg.Connection:
-    db = settings.DATABASES["default"]
-    return psycopg.connect(
-        host=db["HOST"],
-        port=db["PORT"],
-        user=db["USER"],
-        password=db.get("PASSWORD") or None,
-        dbname=db["NAME"],
-        autocommit=True,
-    )
+    conn = _raw()
+    conn.autocommit = True  # CREATE and DROP DATABASE run outside a transaction
+    return conn
 
 
 def _fresh_database() -> dict[str, str]:

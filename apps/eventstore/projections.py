@@ -196,7 +196,7 @@ def _prefetched(name: str, batch: int) -> Iterator[list[RecordedEvent]]:
     def read(after: int) -> list[RecordedEvent]:
         return read_all(after_position=after, limit=batch, types=types)
 
-    if connection.in_atomic_block:  # another connection would not see this transaction's
+    if connection.in_atomic_block:  # another connection could not see its uncommitted rows
         events = read(0)
         yield events
         while len(events) == batch:

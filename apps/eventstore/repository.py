@@ -65,7 +65,7 @@ class Repository(Generic[A]):
                 recorded = store.append_many(appends, context=context)
                 for aggregate in snapshots:
                     self._take_snapshot(aggregate)
-        else:  # one statement, its own transaction when the caller has none (see append_many)
+        else:  # on PostgreSQL with no transaction open, one statement (see append_many)
             recorded = store.append_many(appends, context=context)
         for aggregate in aggregates:
             aggregate.mark_saved()

@@ -4,7 +4,8 @@ Ordering guarantee: a reader that reads ``position > checkpoint`` never skips an
 commits late. Positions come from a sequence, and a sequence alone does not give this: a
 transaction can draw position 10, stall, and commit after 11 was read. On PostgreSQL every
 append holds one advisory lock *shared* from before it draws positions until it commits,
-so appends run side by side (and share their WAL flushes). A reader first asks for
+so appends run side by side (and share their WAL flushes); appends to one stream wait for
+each other on a lock of that stream, so the second sees the first's version. A reader first asks for
 ``committed_position()``: one statement that takes the same lock *exclusively*, which
 waits for the appends in flight to end, reads the highest position, and releases it. No
 append is in flight at that moment, so every position at or below it that will ever commit
@@ -12,8 +13,8 @@ has committed; ``read_all`` reads no further. SQLite serializes writers anyway. 
 switch takes the lock exclusively for its whole transaction (``take_append_lock``): no event
 commits meanwhile. ``make bench`` measures appends against raw inserts; PostgreSQL takes
 the lock, checks versions and writes events and outbox rows in one call of the
-``eventstore_append`` function (migrations 0005 and 0007): one round trip between BEGIN and
-COMMIT.
+``eventstore_append`` function (migrations 0005 and 0007): one round trip, which outside a
+transaction commits by itself.
 """
 
 from __future__ import annotations

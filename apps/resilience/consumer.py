@@ -11,11 +11,19 @@ try, up to 16 s later a minute into an outage, 30 s later after four minutes. Ba
 consumer tries after 1 s, then 1 s longer each time up to ``BROKER_RECONNECT_MAX_SECONDS``,
 for as long as Celery would have kept trying, and leaves the rest of Celery's reconnection
 (its retry switches, fail-over) as it is.
+
+Celery closes a lost connection ignoring only connection errors; kombu's Redis channel can
+raise ``AttributeError`` from that close (it restores unacknowledged messages through a
+transport that has already let go of its connection, seen when Redis restarts). Celery takes
+it for an unrecoverable error and stops the worker. Backstop's consumer logs it and
+reconnects: what was unacknowledged comes back after the broker's visibility timeout, and
+the delivery ledger re-sends what never finished.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery.worker.consumer import Consumer
@@ -108,6 +116,22 @@ def patience(max_retries: int | None) -> float | None:
     return float(sum(min(2 * (n + 1), 30) for n in range(max_retries)))
 
 
+def tolerant_close(close: Callable[[], None]) -> Callable[[], None]:
+    """Return ``close`` that logs kombu's ``AttributeError`` instead of raising it (see the
+    module); connection errors still reach Celery, which ignores them itself."""
+
+    def closing() -> None:
+        try:
+            close()
+        except AttributeError:
+            logger.warning(
+                "consumer: kombu failed closing the lost broker connection; reconnecting",
+                exc_info=True,
+            )
+
+    return closing
+
+
 class DeadLetteringConsumer(Consumer):
     def ensure_connected(self, conn: Connection) -> Connection:
         conf = self.app.conf
@@ -117,6 +141,11 @@ class DeadLetteringConsumer(Consumer):
         if retry:  # Celery's rule for whether to retry at all; with retries off, it connects once
             connect_soon(conn, conf.broker_connection_max_retries)
         return super().ensure_connected(conn)  # connected: Celery's bookkeeping only
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        if self.connection is not None:  # see the module: a close that can't stop the worker
+            self.connection.close = tolerant_close(self.connection.close)  # type: ignore[method-assign]
+        super().on_connection_error_after_connected(exc)
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         keep_poison("undecodable message", message, None, exc)

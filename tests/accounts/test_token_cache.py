@@ -101,7 +101,7 @@ def test_a_token_revoked_by_another_process_works_here_at_most_the_window(
         cursor.execute("DELETE FROM knox_authtoken WHERE user_id = %s", [alice.user.pk])
 
     assert get_todos(alice.token).status_code == 200  # inside the documented window
-    until_refused(alice.token, seconds=15)
+    assert until_refused(alice.token, seconds=15) <= 3 + 2  # the window, and slack for load
 
 
 def test_a_remembered_token_still_expires_on_time(alice: Api, settings: Any) -> None:
@@ -132,10 +132,12 @@ def test_what_a_request_sets_on_its_user_stays_with_that_request(alice: Api, set
     first.wsgi_request.user.marked_by_a_view = True
 
     second = client.get(TODOS)
+    second.wsgi_request.user.marked_by_a_view = True  # on what the cache handed out
+    third = client.get(TODOS)
 
-    assert second.status_code == 200
+    assert second.status_code == third.status_code == 200
     assert second.wsgi_request.user.pk == alice.user.pk
-    assert not hasattr(second.wsgi_request.user, "marked_by_a_view")
+    assert not hasattr(third.wsgi_request.user, "marked_by_a_view")
 
 
 def test_another_users_token_is_not_mistaken_for_a_remembered_one(

@@ -232,3 +232,22 @@ def test_reading_leaves_no_append_lock_behind_even_when_cancelled() -> None:
         assert cursor.fetchone()[0] == 0
     repo.save(Counter.open("B"), CommandContext())  # appends go on
     assert [e.payload.label for e in store.read_all(after_position=0)] == ["A", "B"]
+
+
+def test_a_reader_whose_transaction_goes_on_holds_no_append_back() -> None:
+    """The exclusive lock a read takes is released at once, not at the end of the reader's
+    transaction: appends don't wait for a reader that has more to do."""
+    appended = threading.Event()
+
+    def writer() -> None:
+        repo.save(Counter.open("W"), CommandContext())
+        appended.set()
+
+    with transaction.atomic():
+        store.read_all(after_position=0)
+        w = threading.Thread(target=closing_connections(writer))
+        w.start()
+        completed_while_reader_open = appended.wait(timeout=10)
+    w.join(timeout=20)
+
+    assert completed_while_reader_open

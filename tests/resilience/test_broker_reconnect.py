@@ -4,12 +4,15 @@ own back-off, for as long as Celery would have tried."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
+import redis
+from django.conf import settings
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from apps.resilience.consumer import connect_soon, patience
+from apps.resilience.consumer import connect_soon, patience, tolerant_close
 from tests.support.broker import free_port
 
 
@@ -43,3 +46,29 @@ def test_no_retries_is_one_try(settings) -> None:
 
     with pytest.raises(OperationalError):
         connect_soon(conn, max_retries=0)
+
+
+def _closed_under_a_delivered_message(queue_name: str) -> Connection:
+    """A Redis connection holding an unacknowledged message whose transport has let go of
+    its connection details: the state kombu's close met when Redis restarted under a worker."""
+    conn = Connection(settings.CELERY_BROKER_URL)
+    queue = conn.SimpleQueue(queue_name)
+    queue.put({"n": 1})
+    queue.get(timeout=5)  # delivered, not acknowledged
+    conn.transport.client = None
+    return conn
+
+
+def test_a_close_that_fails_inside_kombu_does_not_stop_the_worker(caplog) -> None:
+    """Celery's consumer closes a lost connection ignoring only connection errors; kombu's
+    AttributeError here once stopped a worker for good ("Unrecoverable error")."""
+    name = f"backstop-close-{uuid.uuid4().hex[:8]}"
+    try:
+        with pytest.raises(AttributeError):  # the failure Celery would meet
+            _closed_under_a_delivered_message(name).close()
+
+        tolerant_close(_closed_under_a_delivered_message(name).close)()
+    finally:
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(name)
+
+    assert "kombu failed closing the lost broker connection" in caplog.text
