@@ -22,7 +22,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -45,7 +44,6 @@ class _Checked:
     user: Any
     token: AuthToken
     until: float  # time.monotonic() past which the database is asked again
-    expiry: datetime | None
 
 
 class _Cache:
@@ -66,7 +64,7 @@ class _Cache:
             if entry is None:
                 return None
             if entry.until <= time.monotonic() or (
-                entry.expiry is not None and entry.expiry <= timezone.now()
+                entry.token.expiry is not None and entry.token.expiry <= timezone.now()
             ):
                 del self._entries[digest]
                 return None
@@ -121,7 +119,7 @@ class CachedTokenAuthentication(TokenAuthentication):
         kept_user, kept_token = _copies(user, auth_token)
         checked_tokens.put(
             digest,
-            _Checked(kept_user, kept_token, time.monotonic() + seconds, auth_token.expiry),
+            _Checked(kept_user, kept_token, time.monotonic() + seconds),
             forgets=forgets,
         )
         return user, auth_token
