@@ -8,9 +8,11 @@ generation; a rebuild fills the next one from the whole log while reads go on, t
    last events and makes the new generation current;
 3. deletes the old generation's rows.
 
-The live handler reads the current generation in each of its transactions. An event that
-commits after step 2 is handled after that commit, so it lands in the new generation; one
-that committed before it is in the log the rebuild read. Nothing is lost in the switch.
+The live path (the follower of ``apps.eventstore.following``) reads the current generation
+and checkpoint in each of its transactions, under the checkpoint row's lock that the switch
+takes too. An event that commits after step 2 is applied after that commit, so it lands in
+the new generation; one that committed before it is in the log the rebuild read. Nothing is
+lost in the switch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Protocol
 
 from django.db import connection, transaction
 from django.db.models import Subquery, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.eventstore.models import Event, ProjectionState
@@ -34,6 +36,10 @@ from apps.eventstore.store import read_all, take_append_lock
 class ProjectionRows(Protocol):
     def apply(self, event: RecordedEvent, generation: int) -> None:
         """Apply one event (the live path): skip it if applied, refuse it if early."""
+
+    def apply_live_batch(self, events: list[RecordedEvent], generation: int) -> None:
+        """Apply events in log order at once to a live generation (the follower's path):
+        as ``apply`` does each of them, rows other writers may have touched included."""
 
     def apply_batch(self, events: list[RecordedEvent], generation: int) -> None:
         """Apply events in log order at once (the rebuild path; may defer derived rows).
@@ -58,20 +64,9 @@ class Projection:
     rows: ProjectionRows
 
     def apply_live(self, event: RecordedEvent) -> None:
-        """Apply one event to the current generation; advance the checkpoint once it commits.
-
-        The checkpoint row is shared by every worker: updating it inside the handler's
-        transaction would make their transactions wait for each other.
-        """
-        state = _state(self.name)
-        self.rows.apply(event, state.generation)
-        transaction.on_commit(lambda: _advance(self.name, event.position))
-
-
-def _advance(name: str, position: int) -> None:
-    ProjectionState.objects.filter(name=name).update(
-        position=Greatest("position", position), updated_at=timezone.now()
-    )
+        """Apply one event to the current generation (an event a follower's batch handed on,
+        or a replayed dead letter). The checkpoint is the follower's alone to move."""
+        self.rows.apply(event, current_generation(self.name))
 
 
 class RebuildInProgress(Exception):

@@ -103,10 +103,15 @@ def committed_position() -> int:
 
 
 def read_all(
-    *, after_position: int = 0, limit: int = 1000, types: Iterable[str] | None = None
+    *,
+    after_position: int = 0,
+    limit: int = 1000,
+    types: Iterable[str] | None = None,
+    up_to: int | None = None,
 ) -> list[RecordedEvent]:
     """Return up to ``limit`` committed events after ``after_position``, in log order
-    (only those of ``types``, when given).
+    (only those of ``types``, when given; none past ``up_to``, a ``committed_position()``
+    the caller read itself, when given).
 
     Gap-free under concurrent writers (see the ordering guarantee in ``apps.eventstore.store``):
     it reads only up to ``committed_position()``, so once a position has been returned, no
@@ -115,7 +120,8 @@ def read_all(
     Built for bulk reads (a rebuild reads the whole log through it): rows come as tuples
     with their JSON as text, which pydantic parses and validates in one pass.
     """
-    rows = Event.objects.filter(position__gt=after_position, position__lte=committed_position())
+    complete = committed_position() if up_to is None else up_to
+    rows = Event.objects.filter(position__gt=after_position, position__lte=complete)
     if types is not None:
         rows = rows.filter(type__in=list(types))
     rows = rows.annotate(

@@ -29,6 +29,7 @@ from django.utils import timezone
 from kombu import Connection, Producer
 from kombu.exceptions import KombuError
 
+from apps.eventstore import following
 from apps.eventstore.models import OutboxMessage
 from apps.eventstore.subscriptions import PublishOptions, subscribers, subscription
 
@@ -50,6 +51,13 @@ def record_deliveries_with(recorder: LedgerRecorder | None) -> None:
     """Install the function that records expected deliveries when rows are published."""
     global _record_deliveries
     _record_deliveries = recorder
+
+
+def record_expected(pairs: list[tuple[str, uuid.UUID]]) -> None:
+    """Record ``queued`` deliveries of (handler, event id) pairs in the ledger, in the
+    caller's transaction (a no-op until the runtime installed its recorder)."""
+    if _record_deliveries is not None and pairs:
+        _record_deliveries(pairs)
 
 
 def send_delivery(
@@ -103,7 +111,8 @@ def publish_pending(
     1. In one transaction, claim up to ``limit`` unpublished rows (only ``ids``, or only
        rows older than ``older_than``, when given) with ``FOR UPDATE SKIP LOCKED``: a row
        another relay holds is skipped, never published twice.
-    2. Send one ``deliver(handler, event_id)`` message per subscribed handler.
+    2. Send one ``deliver(handler, event_id)`` message per subscribed handler, and one
+       nudge to the follower of each projection the rows' events concern.
     3. Mark the sent rows published and, in the same transaction, record one expected
        delivery per (handler, event) in the ledger; on a broker error, record it on the
        row, stop, and leave that row and the rest for the next sweep.
@@ -149,37 +158,55 @@ def publish_pending(
                     f" WHERE id IN ({', '.join(['%s'] * sent)})",
                     [now, now, *(row.id for row in rows[:sent])],
                 )
-            if _record_deliveries is not None:
-                _record_deliveries(
-                    [
-                        (sub.name, row.event_id)
-                        for row in rows[:sent]
-                        for sub in subscribers(row.type)
-                    ]
-                )
+            record_expected(
+                [
+                    (sub.name, row.event_id)
+                    for row in rows[:sent]
+                    for sub in subscribers(row.type)
+                    if not sub.projection
+                ]
+            )
     return sent
 
 
 def _send(rows: list[_Claimed], connection: Connection | None) -> int:
     """Publish rows in order; return how many went out before the broker failed."""
     app = current_app
+    sent, followed = 0, set()
     try:
         with app.producer_or_acquire() if connection is None else connection.Producer() as producer:
-            for sent, row in enumerate(rows):
+            for row in rows:
                 try:
-                    _publish(app, producer, row)
+                    followed |= _publish(app, producer, row)
                 except (KombuError, OSError) as exc:
                     _record_failure(row, exc)
-                    return sent
+                    break
+                sent += 1
+            _nudge(followed, producer)
     except (KombuError, OSError) as exc:
         _record_failure(rows[0], exc)
         return 0
-    return len(rows)
+    return sent
 
 
-def _publish(app: Celery, producer: Producer, row: _Claimed) -> None:
-    """Send the row's messages: one per subscriber (more only under fault injection)."""
+def _nudge(names: set[str], producer: Producer) -> None:
+    """Nudge the followers of projections; a nudge that fails is the outbox sweep's to
+    repeat (it nudges every projection behind the log), not a reason to publish again."""
+    for name in sorted(names):
+        try:
+            following.nudge(name, producer=producer)
+        except Exception:
+            logger.warning("nudge of projection %s failed; the sweep will nudge it", name)
+
+
+def _publish(app: Celery, producer: Producer, row: _Claimed) -> set[str]:
+    """Send the row's messages: one per subscriber (more only under fault injection); return
+    the projections whose followers must be nudged instead."""
+    followed = set()
     for sub in subscribers(row.type):
+        if sub.projection:
+            followed.add(sub.projection)
+            continue
         for _ in range(settings.EVENTSTORE_PUBLISH_COPIES):
             app.send_task(
                 DELIVER_TASK,
@@ -192,6 +219,7 @@ def _publish(app: Celery, producer: Producer, row: _Claimed) -> None:
                 retry=True,
                 retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
             )
+    return followed
 
 
 def _crash_window() -> None:

@@ -1,7 +1,9 @@
 """Which handlers react to which event types, and what the runtime must know to run them.
 
 ``@handles(TodoCompleted, ...)`` registers a function under a stable name; the relay sends
-one message per (handler, event) to the handler's queue. The other keywords are for the
+one message per (handler, event) to the handler's queue, except to a projection's live path
+(``projection="todos"``), whose follower reads the log in batches and hands the handler only
+the events a batch could not apply (``apps.eventstore.following``). The other keywords are for the
 runtime that executes handlers (``apps.resilience.runtime``): retry policies, time limits
 and the two hooks. They are explicit keyword arguments, so a mistyped one is a
 ``TypeError`` when the handler module is imported, not an option silently ignored.
@@ -53,6 +55,9 @@ class Subscription:
     func: HandlerFunc
     # Ordered handlers (projections) must see a stream's events in version order.
     ordered: bool = False
+    # The projection whose live path this is: its follower applies events in batches
+    # (``apps.eventstore.following``); the handler gets only the events a batch hands on.
+    projection: str | None = None
     queue: str = "handlers"
     # Per-kind retry policies replacing the defaults in the settings (checked by the runtime).
     retry: Mapping[str, object] = field(default_factory=lambda: _NO_RETRY_OVERRIDES)
@@ -78,6 +83,7 @@ def handles(
     *event_classes: type[DomainEvent],
     name: str | None = None,
     ordered: bool = False,
+    projection: str | None = None,
     queue: str = "handlers",
     retry: Mapping[str, object] | None = None,
     soft_time_limit: float | None = None,
@@ -108,7 +114,8 @@ def handles(
             name=handler_name,
             event_types=frozenset(cls.event_type for cls in event_classes),
             func=func,
-            ordered=ordered,
+            ordered=ordered or projection is not None,
+            projection=projection,
             queue=queue,
             retry=retry_overrides,
             soft_time_limit=soft_time_limit,

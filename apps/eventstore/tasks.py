@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from apps.eventstore import rebuild_progress, relay
+from apps.eventstore import following, rebuild_progress, relay
 
 logger = logging.getLogger(__name__)
 
@@ -19,11 +19,29 @@ def publish_outbox(ids: list[int]) -> int:
 
 @shared_task(name="backstop.outbox.sweep", ignore_result=True)
 def sweep_outbox() -> int:
-    """Publish outbox rows that the on-commit relay missed."""
+    """Publish outbox rows that the on-commit relay missed, and nudge every projection
+    whose checkpoint is behind the log (its nudge lost, or its follower failed)."""
     published = relay.sweep()
     if published:
         logger.info("outbox sweep published %d rows", published)
+    if behind := following.nudge_lagging():
+        logger.info("outbox sweep nudged projections behind the log: %s", ", ".join(behind))
     return published
+
+
+@shared_task(
+    name=following.FOLLOW_TASK,
+    ignore_result=True,
+    # The database unreachable: the batch rolled back; run it again a few times, then leave
+    # it to the outbox sweep, which nudges every projection behind the log.
+    autoretry_for=following.INFRASTRUCTURE,
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=5,
+)
+def follow_projection(name: str) -> int:
+    """Apply what the log holds past projection ``name``'s checkpoint, in batches."""
+    return following.follow(name)
 
 
 @shared_task(name="backstop.projections.rebuild", ignore_result=True)

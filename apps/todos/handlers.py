@@ -11,7 +11,8 @@ from apps.eventstore.subscriptions import handles
 from apps.todos.projections import TODO_EVENTS, todos_projection
 
 
-@handles(*TODO_EVENTS, name="todos.projection", ordered=True)
+@handles(*TODO_EVENTS, name="todos.projection", projection="todos")
 def project_todo(recorded: RecordedEvent) -> None:
-    """Apply the event to the live generation of TodoView and TodoStats."""
+    """Apply one event a batch of the todos projection's follower handed on (or a replayed
+    dead letter) to the live generation of TodoView and TodoStats."""
     todos_projection.apply_live(recorded)

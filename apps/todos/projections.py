@@ -1,9 +1,11 @@
 """The todos projection: TodoView rows and TodoStats counters, built from todo events.
 
-Events of one todo are applied in version order: one already applied is skipped, one
-ahead of the next expected version is refused as ``OutOfOrder``: the runtime defers it,
-spending no attempt, until the missing one has been applied (the delivery ledger sees to
-it that the missing one comes).
+Its follower applies todo events in log order, a batch at a time
+(``apps.eventstore.following``). Events of one todo are applied in version order: one
+already applied is skipped, one ahead of the next expected version is refused as
+``OutOfOrder``. An event a batch hands on to the per-event path is deferred by the runtime
+on ``OutOfOrder``, spending no attempt, until the missing one has been applied (the
+delivery ledger sees to it that the missing one comes).
 """
 
 from __future__ import annotations
@@ -70,6 +72,48 @@ class TodoRows:
         view.version, view.updated_at = event.version, event.metadata.occurred_at
         view.save()
         _adjust_stats(generation, view.owner_id, before, _counted(view))
+
+    def apply_live_batch(self, events: list[RecordedEvent], generation: int) -> None:
+        """Apply events in log order as ``apply`` would, with one locking read of the rows,
+        two bulk writes and one counter upsert per owner.
+
+        A row another writer (a handed-on event's delivery) changed meanwhile is read after
+        its change (the lock waits for it); a row created meanwhile makes the insert fail,
+        and the follower applies the batch again one event at a time.
+        """
+        ids = sorted({event.stream_id for event in events})
+        views: dict[uuid.UUID, Any] = {
+            view.todo_id: view
+            for view in TodoView.objects.select_for_update()
+            .filter(generation=generation, todo_id__in=ids)
+            .order_by("todo_id")
+        }
+        before = {todo_id: (view.owner_id, _counted(view)) for todo_id, view in views.items()}
+        touched: set[uuid.UUID] = set()
+        for event in events:
+            view = views.get(event.stream_id)
+            applied = view.version if view else 0
+            if event.version <= applied:
+                continue
+            if event.version != applied + 1:
+                raise OutOfOrder(
+                    f"todo {event.stream_id} v{event.version} arrived before v{applied + 1}"
+                )
+            view = views[event.stream_id] = _mutate(view, event, generation)
+            view.version, view.updated_at = event.version, event.metadata.occurred_at
+            touched.add(event.stream_id)
+        TodoView.objects.bulk_create([views[i] for i in touched if i not in before])
+        changed = [views[i] for i in touched if i in before]
+        if changed:
+            TodoView.objects.bulk_update(changed, _CHANGING_FIELDS)
+        deltas: dict[int, dict[str, int]] = {}
+        for todo_id in sorted(touched):
+            view = views[todo_id]
+            was = before.get(todo_id, (view.owner_id, None))[1]
+            _count_change(deltas.setdefault(view.owner_id, {}), was, _counted(view))
+        for owner_id, changes in sorted(deltas.items()):
+            if changes := {name: n for name, n in changes.items() if n}:
+                _add_to_stats(generation, owner_id, changes)
 
     def apply_batch(self, events: list[RecordedEvent], generation: int) -> None:
         """Apply events in log order with one read and two bulk writes; counters come later.
@@ -214,6 +258,15 @@ def _adjust_stats(
     if before == after:
         return
     delta: dict[str, int] = {}
+    _count_change(delta, before, after)
+    if changes := {name: n for name, n in delta.items() if n}:
+        _add_to_stats(generation, owner_id, changes)
+
+
+def _count_change(
+    delta: dict[str, int], before: tuple[str, str] | None, after: tuple[str, str] | None
+) -> None:
+    """Add to ``delta`` what a row moving from ``before`` to ``after`` does to its counters."""
     for state, sign in ((before, -1), (after, 1)):
         if state is None:
             continue
@@ -222,9 +275,6 @@ def _adjust_stats(
         if status != TodoStatus.DELETED:
             delta["total"] = delta.get("total", 0) + sign
             delta[priority] = delta.get(priority, 0) + sign
-    changes = {name: n for name, n in delta.items() if n}
-    if changes:
-        _add_to_stats(generation, owner_id, changes)
 
 
 def _add_to_stats(generation: int, owner_id: int, changes: dict[str, int]) -> None:

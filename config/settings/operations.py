@@ -40,6 +40,12 @@ OUTBOX_SWEEP_SECONDS = env_float("OUTBOX_SWEEP_SECONDS", 5.0, above=0)
 OUTBOX_INLINE_MAX = env_int("OUTBOX_INLINE_MAX", 50, minimum=0)
 # A row younger than this is left to the on-commit relay that is publishing it right now.
 OUTBOX_SWEEP_GRACE_SECONDS = env_float("OUTBOX_SWEEP_GRACE_SECONDS", 2.0, minimum=0)
+# Projection followers: events applied per transaction, how long one task follows before
+# it yields to the worker's other tasks, and how long a nudge waiting for its follower
+# keeps further nudges from sending messages (a lost one delays the projection that long).
+PROJECTION_BATCH_SIZE = env_int("PROJECTION_BATCH_SIZE", 500, minimum=1)
+PROJECTION_FOLLOW_SECONDS = env_float("PROJECTION_FOLLOW_SECONDS", 2.0, above=0)
+PROJECTION_NUDGE_TTL_SECONDS = env_int("PROJECTION_NUDGE_TTL_SECONDS", 10, minimum=1)
 
 # --- Logging and errors -------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])

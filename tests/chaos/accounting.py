@@ -13,8 +13,8 @@ from typing import Any
 from django.core.management import call_command
 from django.db import connection
 
-from apps.eventstore import projections
-from apps.eventstore.models import Event
+from apps.eventstore import following, projections
+from apps.eventstore.models import Event, ProjectionState
 from apps.eventstore.subscriptions import subscribers
 from apps.resilience.models import DeadLetter, Delivery
 from apps.todos.models import TodoView
@@ -63,6 +63,7 @@ def account(commands: list[Command], *, history_until: int = 0) -> Report:
 
 
 def _ledger_totals(report: Report) -> None:
+    """Handler runs: the ledger's starts, and each event a projection's follower applied."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT coalesce(sum(starts), 0), coalesce(sum(greatest(starts - 1, 0)), 0)"
@@ -70,7 +71,16 @@ def _ledger_totals(report: Report) -> None:
         )
         runs, retries = cursor.fetchone()
         report.handler_runs, report.retries = int(runs), int(retries)
+    for name in following.followed():
+        report.handler_runs += Event.objects.filter(
+            type__in=projections.projection(name).event_types,
+            position__lte=_checkpoint(name),
+        ).count()
     report.dead_letters = DeadLetter.objects.count()
+
+
+def _checkpoint(name: str) -> int:
+    return ProjectionState.objects.filter(name=name).values_list("position", flat=True).first() or 0
 
 
 def _commands(report: Report, commands: list[Command]) -> None:
@@ -101,18 +111,26 @@ def _commands(report: Report, commands: list[Command]) -> None:
 
 
 def _deliveries(report: Report, history_until: int = 0) -> None:
-    """Lost: an event whose subscribed handler has no terminal delivery."""
+    """Lost: an event whose subscribed handler has no terminal delivery, or a projection's
+    event past its checkpoint (one its follower handed on must have a terminal delivery)."""
     ends = {
         (str(event_id), handler): status
         for handler, event_id, status in Delivery.objects.values_list(
             "handler", "event_id", "status"
         )
     }
+    checkpoints = {name: _checkpoint(name) for name in following.followed()}
     missing: list[str] = []
     published = Event.objects.filter(position__gt=history_until)
-    for event_id, event_type in published.values_list("event_id", "type").iterator():
+    for event_id, event_type, position in published.values_list(
+        "event_id", "type", "position"
+    ).iterator():
         for sub in subscribers(event_type):
-            if ends.get((str(event_id), sub.name)) not in TERMINAL:
+            if sub.projection:
+                end = ends.get((str(event_id), sub.name), Delivery.Status.SUCCEEDED)
+                if position > checkpoints[sub.projection] or end not in TERMINAL:
+                    missing.append(f"{sub.projection}<-{event_type}:{event_id}:#{position}")
+            elif ends.get((str(event_id), sub.name)) not in TERMINAL:
                 missing.append(
                     f"{sub.name}<-{event_type}:{event_id}:{ends.get((str(event_id), sub.name))}"
                 )

@@ -8,6 +8,7 @@ import redis
 from django.db import connection
 from django.utils import timezone
 
+from apps.eventstore import following, projections
 from apps.eventstore.models import OutboxMessage
 from apps.reminders.models import ReminderState
 from apps.resilience.models import Delivery
@@ -28,6 +29,7 @@ def pending(redis_url: str) -> dict[str, int]:
     left = {
         "outbox": OutboxMessage.objects.filter(published_at=None).count(),
         "deliveries": Delivery.objects.filter(status__in=OPEN).count(),
+        "projection_lag": sum(projections.lag(name) for name in following.followed()),
         "sagas": SagaInstance.objects.filter(state__in=SagaInstance.ACTIVE).count(),
         "reminders_due": ReminderState.objects.filter(
             status="pending", remind_at__lte=timezone.now()

@@ -14,7 +14,7 @@ from collections import Counter as Tally
 import pytest
 
 from apps.eventstore import projections
-from apps.eventstore.models import Event
+from apps.eventstore.models import Event, ProjectionState
 from apps.resilience.models import Delivery
 from apps.todos.models import TodoView
 from tests.chaos.accounting import Report, account
@@ -54,12 +54,26 @@ def test_a_clean_run_counts_nothing_wrong(alice: Api) -> None:
 
 def test_a_delivery_that_never_ended_is_lost(alice: Api) -> None:
     commands = created(alice, 2)
-    Delivery.objects.filter(handler="todos.projection").order_by("id").first().delete()
+    handed_on = Event.objects.filter(type="todo.created").order_by("position").first()
+    Delivery.objects.create(
+        handler="todos.projection", event_id=handed_on.event_id, status="queued"
+    )
 
     report = account(commands)
 
     assert report.lost == 1, report.problems
     assert "no terminal delivery" in " ".join(report.problems)
+
+
+def test_a_projection_whose_checkpoint_is_behind_its_events_lost_them(alice: Api) -> None:
+    commands = created(alice, 3)
+    first = Event.objects.filter(type="todo.created").order_by("position").first()
+    ProjectionState.objects.filter(name="todos").update(position=first.position)
+
+    report = account(commands)
+
+    assert report.lost == 2, report.problems
+    assert "todos<-todo.created" in " ".join(report.problems)
 
 
 def test_an_acknowledged_command_with_no_event_is_lost(alice: Api) -> None:

@@ -167,6 +167,14 @@ def test_an_unknown_handler_is_an_error_naming_the_registered_ones() -> None:
     assert PROBE in str(error.value)
 
 
+def test_a_projections_live_path_is_refused_naming_its_rebuild() -> None:
+    with pytest.raises(CommandError) as error:
+        _catch_up("todos.projection")
+
+    assert "rebuild_projection todos" in str(error.value)
+    assert not Delivery.objects.filter(handler="todos.projection").exists()
+
+
 def test_without_send_now_nothing_is_sent(probe_queue: str) -> None:
     _note(2)
 

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from apps.eventstore import projections, store
+from apps.eventstore import following, projections
 from apps.eventstore.store import CommandContext
 from apps.todos import services
-from apps.todos.projections import todos_projection
 from tests.support.probe import open_counters
 
 pytestmark = pytest.mark.django_db
 
 
 def _apply_everything(django_capture_on_commit_callbacks) -> None:
-    """Apply every todo event of the log to the live generation, as the handler would."""
+    """Apply every todo event of the log to the live generation, as the follower does."""
     with django_capture_on_commit_callbacks(execute=True):
-        for event in store.read_all(after_position=0, types=todos_projection.event_types):
-            todos_projection.apply_live(event)
+        following.follow("todos")
 
 
 def test_other_apps_events_after_the_checkpoint_are_no_lag(

@@ -33,6 +33,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, name: str, **options: Any) -> None:
         sub = _subscription(name)
+        if sub.projection:
+            raise CommandError(
+                f"{name} is the live path of projection {sub.projection!r}, whose follower "
+                f"reads the log from its checkpoint: nothing to catch up "
+                f"(manage.py rebuild_projection {sub.projection} replays it from the start)"
+            )
         if options["batch"] < 1:
             raise CommandError("--batch must be at least 1")
         if options["dry_run"] and options["send_now"]:

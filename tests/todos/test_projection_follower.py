@@ -1,0 +1,156 @@
+"""The todos projection's follower: batches from the checkpoint, coalesced nudges, events a
+batch can't apply handed to the per-event path, a projection left behind nudged by the sweep.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.core.cache import cache
+from django.db.models import Sum
+
+from apps.eventstore import following, projections, store
+from apps.eventstore.models import ProjectionState
+from apps.eventstore.store import CommandContext
+from apps.eventstore.tasks import sweep_outbox
+from apps.resilience.models import DeadLetter, Delivery
+from apps.todos import services
+from apps.todos.events import TodoCompleted, TodoUpdated
+from apps.todos.models import TodoStats, TodoView
+from tests.support.waiting import wait_until
+from tests.todos.conftest import projected
+
+HANDLER = "todos.projection"
+
+
+def _checkpoint() -> int:
+    return ProjectionState.objects.get(name="todos").position
+
+
+def _todo_positions() -> list[int]:
+    events = store.read_all(types=projections.projection("todos").event_types, limit=10_000)
+    return [event.position for event in events]
+
+
+def _create(owner_id: int, count: int) -> list[uuid.UUID]:
+    context = CommandContext(actor_id=str(owner_id))
+    return [
+        services.create_todo(owner_id=owner_id, context=context, title=f"todo {n}").id
+        for n in range(count)
+    ]
+
+
+@pytest.mark.django_db
+def test_a_follower_applies_the_log_past_its_checkpoint_in_batches(
+    django_user_model, settings
+) -> None:
+    settings.PROJECTION_BATCH_SIZE = 2
+    owner = django_user_model.objects.create_user("follower")
+    ids = _create(owner.pk, 4)
+    services.complete_todo(
+        owner_id=owner.pk, todo_id=ids[0], context=CommandContext(actor_id=str(owner.pk))
+    )
+
+    assert following.follow("todos") == 5  # three batches: 2, 2 and 1
+
+    rows = {view.todo_id: view for view in TodoView.objects.filter(todo_id__in=ids)}
+    assert {todo_id: rows[todo_id].version for todo_id in ids} == {
+        ids[0]: 2,
+        **{todo_id: 1 for todo_id in ids[1:]},
+    }
+    assert rows[ids[0]].status == "completed"
+    stats = TodoStats.objects.filter(owner_id=owner.pk).aggregate(
+        total=Sum("total"), completed=Sum("completed"), open=Sum("open")
+    )
+    assert stats == {"total": 4, "completed": 1, "open": 3}
+    assert _checkpoint() == _todo_positions()[-1]
+    assert not Delivery.objects.filter(handler=HANDLER).exists()  # no task per event
+    assert following.follow("todos") == 0
+
+
+@pytest.mark.django_db
+def test_a_batch_skips_what_the_per_event_path_applied_first(django_user_model) -> None:
+    owner = django_user_model.objects.create_user("raced")
+    first, second = _create(owner.pk, 2)
+    event = store.read_stream(first)[0]
+    projections.projection("todos").apply_live(event)  # a handed-on delivery got there first
+
+    assert following.follow("todos") == 2
+
+    assert TodoView.objects.filter(todo_id__in=[first, second]).count() == 2
+    assert TodoStats.objects.get(owner_id=owner.pk).total == 2  # counted once
+
+
+def test_nudges_are_coalesced_until_a_follower_starts(transactional_db) -> None:
+    cache.delete("projection-nudge:todos")
+
+    assert following.nudge("todos") is True
+    assert following.nudge("todos") is False  # one message waits already
+    wait_until(
+        lambda: cache.get("projection-nudge:todos") is None,
+        timeout=30,
+        message="a follower to start and clear the flag",
+    )
+    assert following.nudge("todos") is True
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("worker")
+def test_an_event_a_batch_cannot_apply_goes_to_the_per_event_path_with_its_stream(
+    django_user_model,
+) -> None:
+    """A todo stream that starts with an update (no creation) fails its batch; the follower
+    applies the rest of the batch, and hands that stream's events to the runtime, which
+    dead-letters the first and parks the second behind it."""
+    owner = django_user_model.objects.create_user("poisoned")
+    context = CommandContext(actor_id=str(owner.pk))
+    before = _create(owner.pk, 1)
+    broken = uuid.uuid4()
+    events = store.append(
+        stream_type="todo",
+        stream_id=broken,
+        expected_version=0,
+        events=[
+            TodoUpdated(changes={"title": "no creation"}),
+            TodoCompleted(completed_at="2026-12-01T00:00:00Z"),
+        ],
+        context=context,
+    )
+    after = _create(owner.pk, 1)
+
+    projected(after[0], 1, timeout=60)
+    projected(before[0], 1)
+    letter = wait_until(
+        lambda: DeadLetter.objects.filter(handler=HANDLER, event_id=events[0].event_id).first(),
+        timeout=60,
+        message="the stream's first event dead-lettered",
+    )
+    wait_until(
+        lambda: Delivery.objects.filter(
+            handler=HANDLER, event_id=events[1].event_id, status="parked"
+        ).exists(),
+        timeout=60,
+        message="the stream's second event parked behind it",
+    )
+    assert letter.stream_id == broken
+    assert not TodoView.objects.filter(todo_id=broken).exists()
+    assert _checkpoint() >= events[1].position
+    handed = set(Delivery.objects.filter(handler=HANDLER).values_list("event_id", flat=True))
+    assert handed == {event.event_id for event in events}  # the healthy todos: no delivery
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("worker")
+def test_the_outbox_sweep_nudges_a_projection_left_behind(django_user_model, settings) -> None:
+    """No nudge came (the relay never ran, as if its message was lost): the sweep sees the
+    checkpoint behind the log and sends a follower."""
+    settings.OUTBOX_PUBLISH_ON_COMMIT = False
+    owner = django_user_model.objects.create_user("forgotten")
+    todo_id = _create(owner.pk, 1)[0]
+    assert following.nudge_lagging() == ["todos"]
+
+    projected(todo_id, 1, timeout=60)
+    wait_until(lambda: following.nudge_lagging() == [], timeout=30, message="no lag left")
+    sweep_outbox()  # publishes the rows left behind: nothing for the projection to do twice
+    assert TodoStats.objects.get(owner_id=owner.pk).total == 1
