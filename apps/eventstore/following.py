@@ -6,10 +6,10 @@ model that applies events in log order. The relay sends it no message per event;
 many events) and the follower reads what the log holds past the projection's checkpoint.
 Each batch is one transaction:
 
-1. take the projection's follower lock (one follower at a time; a second one waits);
-2. clear the nudge flag, then read the log's complete position (``committed_position``):
-   an event committed after the flag was cleared is either below that position, so read
-   now, or its relay finds the flag clear and sends a new nudge;
+1. take the projection's follower lock (one follower at a time: a second one leaves the
+   first a note to look again, and returns);
+2. read the log's complete position (``committed_position``): no event below it can
+   commit later;
 3. lock the checkpoint row, read up to ``PROJECTION_BATCH_SIZE`` events past it (not past
    the complete position: the read is gap-free), apply them at once and move the
    checkpoint to the last one.
@@ -22,7 +22,9 @@ from there (the ledger re-sends a message that was never sent); the checkpoint m
 them. A database that fails fails the whole batch, which a later nudge runs again.
 
 Nudges are coalesced by a flag in the cache: the relay sets it with ``add`` (only the first
-of many sends a message) and a follower clears it as it starts a batch. The flag expires
+of many sends a message), and a follower clears it once a batch found nothing new, then
+reads once more: an event committed before the flag was cleared is read then, and the
+relay of one committed after finds the flag clear and sends a new nudge. The flag expires
 (``PROJECTION_NUDGE_TTL_SECONDS``) and the outbox sweep nudges every projection whose
 checkpoint is behind the log, so a lost message (a flushed broker) delays a projection
 but never stalls it.
@@ -103,32 +105,52 @@ def nudge_lagging() -> list[str]:
 
 
 def follow(name: str) -> int:
-    """Apply what the log holds past ``name``'s checkpoint, batch after batch; return how
-    many events were applied or handed on.
+    """Apply what the log holds past ``name``'s checkpoint, batch after batch, until a batch
+    finds nothing new; return how many events were applied or handed on.
 
-    Stops after a batch shorter than ``PROJECTION_BATCH_SIZE`` (caught up), or once it has
-    run ``PROJECTION_FOLLOW_SECONDS`` with more to do: it then sends itself again, so the
-    worker's other tasks run in between.
+    The nudge flag stays set while batches find events (further nudges coalesce onto this
+    run); once one finds none, the flag is cleared and one more batch reads what committed
+    before that. While this runs, a second follower does not wait for it: it leaves a note
+    (``again``) and returns, and this one reads the note after its last batch committed
+    and looks once more. After ``PROJECTION_FOLLOW_SECONDS`` with more to do it sends
+    itself again, so the worker's other tasks run in between.
     """
-    started, done = time.monotonic(), 0
+    projections.current_generation(name)  # the checkpoint row exists before it is locked
+    started, done, cleared = time.monotonic(), 0, False
     while True:
-        count = follow_batch(name)
+        count = _follow_batch(name)
+        if count is None:  # another follower runs, and has been asked to look again
+            return done
         done += count
-        if count < settings.PROJECTION_BATCH_SIZE:
+        if count:
+            cleared = False
+        elif not cleared:
+            _clear_flag(name)
+            cleared = True
+            continue
+        elif not _take_again(name):
             return done
         if time.monotonic() - started >= settings.PROJECTION_FOLLOW_SECONDS:
             send_follow(name)
             return done
 
 
-def follow_batch(name: str) -> int:
-    """Apply one batch past ``name``'s checkpoint; see the module. Return its size."""
+def _follow_batch(name: str) -> int | None:
+    """Apply one batch past ``name``'s checkpoint (see the module) and return its size, or
+    None when another follower holds the projection.
+
+    That one may be past its last read already: the ``again`` note is written before the
+    second try of the lock, and read by the holder after it released the lock, so either
+    the second try succeeds or the holder sees the note.
+    """
     projection = projections.projection(name)
     handler = followed()[name]
-    projections.current_generation(name)  # the checkpoint row exists before it is locked
     with transaction.atomic():
-        _take_follower_lock(name)
-        _clear_flag(name)
+        if not _try_follower_lock(name):
+            if not _ask_again(name):
+                _take_follower_lock(name)  # without the cache: wait for the holder
+            elif not _try_follower_lock(name):
+                return None
         complete = committed_position()
         state = ProjectionState.objects.select_for_update().get(name=name)
         events = read_all(
@@ -207,9 +229,20 @@ def _hand_on(handler: str, events: list[RecordedEvent]) -> None:
     transaction.on_commit(send)
 
 
+def _try_follower_lock(name: str) -> bool:
+    """Take the projection's follower lock, held until the transaction ends, if it is free.
+    SQLite runs one writing transaction at a time: the transaction is the lock."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", [FOLLOWER_LOCK_CLASS, name]
+        )
+        return bool(cursor.fetchone()[0])
+
+
 def _take_follower_lock(name: str) -> None:
-    """Wait for the projection's follower lock, held until the transaction ends. SQLite
-    runs one writing transaction at a time: the transaction is the lock."""
+    """Wait for the projection's follower lock (held until the transaction ends)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
@@ -217,8 +250,31 @@ def _take_follower_lock(name: str) -> None:
             )
 
 
+def _ask_again(name: str) -> bool:
+    """Leave the running follower a note to look once more; False if the cache failed."""
+    try:
+        cache.set(_again(name), 1, settings.PROJECTION_NUDGE_TTL_SECONDS)
+    except Exception:
+        logger.warning("projection follower note unavailable; waiting instead", exc_info=True)
+        return False
+    return True
+
+
+def _take_again(name: str) -> bool:
+    """Return whether another follower asked this one to look again, and clear the note."""
+    try:
+        return bool(cache.delete(_again(name)))
+    except Exception:  # a follower that couldn't write its note waited for the lock instead
+        logger.warning("projection follower note of %s unreadable", name, exc_info=True)
+        return False
+
+
 def _flag(name: str) -> str:
     return f"projection-nudge:{name}"
+
+
+def _again(name: str) -> str:
+    return f"projection-again:{name}"
 
 
 def _clear_flag(name: str) -> None:

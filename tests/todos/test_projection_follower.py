@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Sum
 
 from apps.eventstore import following, projections, store
@@ -82,7 +84,33 @@ def test_a_batch_skips_what_the_per_event_path_applied_first(django_user_model) 
     assert TodoStats.objects.get(owner_id=owner.pk).total == 2  # counted once
 
 
-def test_nudges_are_coalesced_until_a_follower_starts(transactional_db) -> None:
+@pytest.mark.django_db
+def test_a_second_follower_leaves_the_running_one_a_note_and_returns(django_user_model) -> None:
+    owner = django_user_model.objects.create_user("second")
+    ids = _create(owner.pk, 2)
+    cache.delete("projection-again:todos")
+    with _raw() as holder:  # a running follower, as far as the lock goes
+        holder.execute(
+            "SELECT pg_advisory_lock(%s, hashtext('todos'))", [following.FOLLOWER_LOCK_CLASS]
+        )
+        assert following.follow("todos") == 0  # did not wait for the holder
+        assert cache.get("projection-again:todos") == 1
+    assert not TodoView.objects.filter(todo_id__in=ids).exists()
+
+    assert following.follow("todos") == 2  # the holder's turn: the note makes it look again
+
+    assert cache.get("projection-again:todos") is None
+    assert TodoView.objects.filter(todo_id__in=ids).count() == 2
+
+
+def _raw() -> psycopg.Connection:
+    db = connection.settings_dict
+    return psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+    )
+
+
+def test_nudges_are_coalesced_until_a_follower_has_caught_up(transactional_db) -> None:
     cache.delete("projection-nudge:todos")
 
     assert following.nudge("todos") is True
@@ -90,7 +118,7 @@ def test_nudges_are_coalesced_until_a_follower_starts(transactional_db) -> None:
     wait_until(
         lambda: cache.get("projection-nudge:todos") is None,
         timeout=30,
-        message="a follower to start and clear the flag",
+        message="a follower to catch up and clear the flag",
     )
     assert following.nudge("todos") is True
 
