@@ -237,7 +237,8 @@ def pipeline(sizes: Sizes, processes: Processes) -> tuple[Result, float]:
 
 
 def latency(sizes: Sizes, max_rate: float) -> Result:
-    """Create todos at half the pipeline's throughput; latency = recorded -> projection done."""
+    """Create todos at half the pipeline's throughput, or as fast as one client can when that
+    is less; latency = recorded -> the checkpoint past it. The label gives the rate reached."""
     from apps.eventstore.models import Event
     from apps.eventstore.store import CommandContext
     from apps.todos import services
@@ -250,6 +251,7 @@ def latency(sizes: Sizes, max_rate: float) -> Result:
     for n in range(count):
         time.sleep(max(0.0, started + n / rate - time.perf_counter()))  # pacing the load
         ids.append(services.create_todo(owner_id=2, context=context, title=f"latency {n}").id)
+    reached = count / (time.perf_counter() - started)
     wait_for(lambda: _delivered(ids), timeout=300, what="latency todos to be projected", every=POLL)
     watcher.stop()
     recorded = Event.objects.filter(stream_id__in=ids).values_list("position", "recorded_at")
@@ -258,13 +260,13 @@ def latency(sizes: Sizes, max_rate: float) -> Result:
     )
     p50, p99 = statistics.median(millis), millis[int(len(millis) * 0.99) - 1]
     return Result(
-        f"pipeline latency at {rate:,.0f} events/s (p50)",
+        f"pipeline latency at {reached:,.0f} events/s (p50)",
         "ms",
         Measured(p50, millis[0], millis[-1]),
         None,
         "p50 ≤ 25 ms, p99 ≤ 150 ms",
         p50 <= 25 and p99 <= 150,
-        {"p99_ms": round(p99, 1), "events": len(millis)},
+        {"p99_ms": round(p99, 1), "events": len(millis), "asked_events_per_s": round(rate)},
     )
 
 

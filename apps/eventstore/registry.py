@@ -66,6 +66,13 @@ class RecordedEvent(BaseModel):
     def event_id(self) -> uuid.UUID:
         return self.metadata.event_id
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to any recorded event with the same fields, whichever class read it (bulk
+        reads build each type's own subclass, ``recorded_class``)."""
+        if not isinstance(other, RecordedEvent):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
 
 def event(event_type: str, *, version: int = 1) -> Callable[[type[E]], type[E]]:
     """Register a class as the current shape of ``event_type`` at schema ``version``."""
@@ -101,6 +108,22 @@ def event_class(event_type: str) -> type[DomainEvent]:
         return _classes[event_type]
     except KeyError:
         raise UnknownEventType(event_type) from None
+
+
+def recorded_class(event_type: str) -> type[RecordedEvent]:
+    """Return the recorded event whose payload is ``event_type``'s latest class: a bulk
+    reader validates a whole stored event, payload and metadata, in one pass with it."""
+    cls = event_class(event_type)
+    recorded = _recorded_classes.get(event_type)
+    if recorded is None or recorded.model_fields["payload"].annotation is not cls:
+        recorded = pydantic.create_model(
+            f"Recorded{cls.__name__}", __base__=RecordedEvent, payload=(cls, ...)
+        )
+        _recorded_classes[event_type] = recorded
+    return recorded
+
+
+_recorded_classes: dict[str, type[RecordedEvent]] = {}
 
 
 def decode(event_type: str, schema_version: int, data: dict[str, Any] | str) -> DomainEvent:

@@ -45,6 +45,7 @@ from typing import Any
 import redis
 from django.db import connection
 
+from apps.eventstore import following
 from apps.eventstore.models import Event, OutboxMessage
 from apps.reminders.models import ReminderState
 from apps.resilience.models import DeadLetter, DeadLetterAction, Delivery
@@ -128,6 +129,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
         ]
     finally:
         processes.stop(beat2)
+    findings.append(f"{meddler.nudges_dropped} projection nudges lost")
     summary = f"{ticks}; " + "; ".join(findings)
     return row(NAME, report, seconds, left, summary)
 
@@ -156,6 +158,7 @@ class Meddler:
         self.broker, self.rng, self.until = broker, rng, until
         self.backdated: dict[str, str] = {}  # saga id -> the type of the step message it waits for
         self.dropped: set[tuple[str, str]] = set()  # (handler, event id)
+        self.nudges_dropped = 0
         self.stopped = threading.Event()
         self.threads = [
             threading.Thread(target=self._every, args=(BACKDATE_EVERY, self._backdate)),
@@ -192,16 +195,22 @@ class Meddler:
                 self.backdated[str(saga)] = f"saga.{kind}.{step}"
 
     def _drop(self) -> None:
-        """Take the newest deliver messages off the handlers queue, as a broker might lose
-        them (looking for up to 2 s: the queue fills in bursts, at each outbox sweep)."""
+        """Take the newest messages off the handlers queue, as a broker might lose them
+        (looking for up to 2 s: the queue fills in bursts, at each outbox sweep). A lost
+        deliver message is the reconciler's to re-send; a lost nudge of a projection's
+        follower, the outbox sweep's to repeat (the accounting finds any projection lag)."""
         wanted, deadline = self.rng.randint(1, DROP_MAX), time.monotonic() + 2
         while wanted and time.monotonic() < deadline:
             raw = self.broker.lpop("handlers")
             if not isinstance(raw, bytes):
                 time.sleep(0.01)
                 continue
-            args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
-            self.dropped.add((str(args[0]), str(args[1])))
+            message = json.loads(raw)
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            if message["headers"]["task"] == following.FOLLOW_TASK:
+                self.nudges_dropped += 1
+            else:
+                self.dropped.add((str(args[0]), str(args[1])))
             wanted -= 1
 
 
