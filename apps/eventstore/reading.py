@@ -177,16 +177,7 @@ def recorded_from_json(type: str, schema_version: int, record: str) -> RecordedE
         raise EventDecodeError(f"{type} v{schema_version} event is invalid: {exc}") from exc
 
 
-_JSON_FIELDS = (
-    "position",
-    "stream_type",
-    "stream_id",
-    "version",
-    "type",
-    "schema_version",
-    "payload",
-    "metadata",
-)
+_JSON_FIELDS = (*RECORD_COLUMNS[:-2], "payload", "metadata")  # _RECORD's names
 
 
 def scan(
