@@ -17,9 +17,11 @@ lost in the switch.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -149,13 +151,15 @@ def rebuild(
     started = time.perf_counter()
     rows.clear(target)
     applied, cursor = 0, 0
-    for events in _prefetched(name, batch):
-        with transaction.atomic():
-            rows.apply_batch(events, target)
-        applied += len(events)
-        cursor = events[-1].position if events else cursor
-        if progress:
-            progress(len(events))
+    with _collecting_per_batch() as batch_done:
+        for events in _prefetched(name, batch):
+            with transaction.atomic():
+                rows.apply_batch(events, target)
+            applied += len(events)
+            cursor = events[-1].position if events else cursor
+            batch_done()
+            if progress:
+                progress(len(events))
     with transaction.atomic():
         take_append_lock()
         while (step := _apply_batch(name, target, cursor, batch))[0]:
@@ -164,6 +168,24 @@ def rebuild(
         old = _switch(name, target, cursor)
     rows.clear(old)
     return RebuildReport(applied, time.perf_counter() - started, target)
+
+
+@contextmanager
+def _collecting_per_batch() -> Iterator[Callable[[], object]]:
+    """Run Python's cyclic garbage collector once per batch instead of by allocation count.
+
+    A batch allocates some ten objects per event; counted by allocations, the collector
+    ran every few hundred events and each run walked the growing older generations too (a
+    third of a rebuild's time). Paused here, it collects the young generations after each
+    batch (what the batch left behind, cycles included) and resumes as it was after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield lambda: gc.collect(1)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _claim_rebuild(name: str, force: bool) -> int:

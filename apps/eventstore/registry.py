@@ -114,16 +114,17 @@ def recorded_class(event_type: str) -> type[RecordedEvent]:
     """Return the recorded event whose payload is ``event_type``'s latest class: a bulk
     reader validates a whole stored event, payload and metadata, in one pass with it."""
     cls = event_class(event_type)
-    recorded = _recorded_classes.get(event_type)
-    if recorded is None or recorded.model_fields["payload"].annotation is not cls:
+    payload_class, recorded = _recorded_classes.get(event_type, (None, RecordedEvent))
+    if payload_class is not cls:  # made for this class (a test may register another)
         recorded = pydantic.create_model(
             f"Recorded{cls.__name__}", __base__=RecordedEvent, payload=(cls, ...)
         )
-        _recorded_classes[event_type] = recorded
+        _recorded_classes[event_type] = (cls, recorded)
     return recorded
 
 
-_recorded_classes: dict[str, type[RecordedEvent]] = {}
+# Event type -> (the payload class, the recorded-event class made for it).
+_recorded_classes: dict[str, tuple[type[DomainEvent], type[RecordedEvent]]] = {}
 
 
 def decode(event_type: str, schema_version: int, data: dict[str, Any] | str) -> DomainEvent:

@@ -188,7 +188,7 @@ def _mutate(
             series_id=payload.series_id,
             created_at=event.metadata.occurred_at,
         )
-        _set_fields(view, payload.model_dump(include=_EDITABLE))
+        _set_fields(view, {name: getattr(payload, name) for name in fields.EDITABLE})
         return view
     assert view is not None  # version 1 is always a creation
     if isinstance(payload, TodoUpdated):
@@ -237,7 +237,6 @@ _CONSTANT_DEFAULTS = {
 _MADE_DEFAULTS = [
     (f.attname, f.get_default) for f in _VIEW_COLUMNS if f.has_default() and callable(f.default)
 ]
-_EDITABLE = set(fields.EDITABLE)
 
 
 def _set_fields(view: Any, values: dict[str, Any]) -> None:
