@@ -14,8 +14,11 @@ Each batch is one transaction:
    the complete position: the read is gap-free), apply them at once and move the
    checkpoint to the last one.
 
-A batch that fails is applied again one event at a time. An event that still fails, and
-every later event of its stream in the batch, is handed to the per-event path: a
+Events the read model refuses as early (a todo whose earlier event was handed on) are
+handed on too. A batch that fails, or holds an event this process can't decode (corrupt,
+or of a schema version a newer release wrote), is applied again one event at a time. An
+event that still fails, and every later event of its stream in the batch, is handed to
+the per-event path: a
 ``queued`` delivery in the ledger, written in the batch's transaction, and a ``deliver``
 message sent once it commits. The runtime's retries, dead letters and parking take over
 from there (the ledger re-sends a message that was never sent); the checkpoint moves past
@@ -34,6 +37,8 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from celery import current_app
@@ -44,7 +49,7 @@ from django.utils import timezone
 
 from apps.eventstore import projections, relay
 from apps.eventstore.models import Event, ProjectionState
-from apps.eventstore.reading import committed_position, read_all
+from apps.eventstore.reading import committed_position, read_all, to_recorded
 from apps.eventstore.registry import RecordedEvent
 from apps.eventstore.subscriptions import Subscription, all_subscriptions
 
@@ -90,8 +95,10 @@ def send_follow(name: str, *, producer: Any = None) -> None:
 
 
 def nudge_lagging() -> list[str]:
-    """Send a follower to every followed projection whose checkpoint is behind the log (the
-    outbox sweep's second half); return their names."""
+    """Nudge every followed projection whose checkpoint is behind the log (the outbox
+    sweep's second half); return their names. The nudge is coalesced like the relay's: a
+    flag left by a lost message expires (``PROJECTION_NUDGE_TTL_SECONDS``) and a later
+    sweep sends one then."""
     behind = []
     for name in sorted(followed()):
         checkpoint = (
@@ -99,7 +106,7 @@ def nudge_lagging() -> list[str]:
         )
         types = projections.projection(name).event_types
         if Event.objects.filter(type__in=types, position__gt=checkpoint or 0).exists():
-            send_follow(name)
+            nudge(name)
             behind.append(name)
     return behind
 
@@ -128,7 +135,9 @@ def follow(name: str) -> int:
             _clear_flag(name)
             cleared = True
             continue
-        elif not _take_again(name):
+        elif _take_again(name):
+            cleared = False  # a nudge came meanwhile: its flag may be set again, clear it too
+        else:
             return done
         if time.monotonic() - started >= settings.PROJECTION_FOLLOW_SECONDS:
             send_follow(name)
@@ -153,45 +162,100 @@ def _follow_batch(name: str) -> int | None:
                 return None
         complete = committed_position()
         state = ProjectionState.objects.select_for_update().get(name=name)
+        batch = _read(projection, state.position, complete)
+        if not batch.positions:
+            return 0
+        handed = _apply(projection, batch, state.generation)
+        ProjectionState.objects.filter(name=name).update(
+            position=max(batch.positions), updated_at=timezone.now()
+        )
+        if handed:
+            _hand_on(handler.name, handed)
+    return len(batch.positions)
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """A stored event this process can't decode (corrupt, or of a newer schema version)."""
+
+    position: int
+    stream_id: uuid.UUID
+    event_id: uuid.UUID
+    error: str
+
+
+@dataclass(frozen=True)
+class _Batch:
+    events: list[RecordedEvent]
+    undecodable: list[_Undecodable]
+
+    @property
+    def positions(self) -> list[int]:
+        return [e.position for e in self.events] + [u.position for u in self.undecodable]
+
+
+def _read(projection: projections.Projection, after: int, complete: int) -> _Batch:
+    """Read the next batch; if it can't all be decoded, decode its events one at a time."""
+    try:
         events = read_all(
-            after_position=state.position,
+            after_position=after,
             limit=settings.PROJECTION_BATCH_SIZE,
             types=projection.event_types,
             up_to=complete,
         )
-        if not events:
-            return 0
-        handed = _apply(projection, events, state.generation)
-        ProjectionState.objects.filter(name=name).update(
-            position=events[-1].position, updated_at=timezone.now()
-        )
-        if handed:
-            _hand_on(handler.name, handed)
-    return len(events)
-
-
-def _apply(
-    projection: projections.Projection, events: list[RecordedEvent], generation: int
-) -> list[RecordedEvent]:
-    """Apply ``events``; return those handed on to the per-event path (see the module)."""
-    try:
-        with transaction.atomic():
-            projection.rows.apply_live_batch(events, generation)
-        return []
+        return _Batch(events, [])
     except INFRASTRUCTURE:
         raise
     except Exception:
         logger.warning(
-            "projection %s: a batch of %d events failed; applying them one at a time",
+            "projection %s: a batch after #%d can't all be decoded; decoding one at a time",
             projection.name,
-            len(events),
+            after,
             exc_info=True,
         )
-    handed: list[RecordedEvent] = []
-    troubled: set[Any] = set()
-    for event in events:
-        if event.stream_id not in troubled:
+    rows = Event.objects.filter(
+        type__in=projection.event_types, position__gt=after, position__lte=complete
+    ).order_by("position")[: settings.PROJECTION_BATCH_SIZE]
+    batch = _Batch([], [])
+    for row in rows:
+        try:
+            batch.events.append(to_recorded(row))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            batch.undecodable.append(_Undecodable(row.position, row.stream_id, row.event_id, error))
+    return batch
+
+
+def _apply(projection: projections.Projection, batch: _Batch, generation: int) -> list[uuid.UUID]:
+    """Apply a batch; return the ids of the events handed on to the per-event path: those
+    the rows refused as early (a todo whose earlier event was handed on), and, if the
+    batch fails or holds an event that can't be decoded, each event that fails alone and
+    the later ones of its stream (see the module)."""
+    if not batch.undecodable:
+        try:
+            with transaction.atomic():
+                refused = projection.rows.apply_live_batch(batch.events, generation)
+            return [event.event_id for event in refused]
+        except INFRASTRUCTURE:
+            raise
+        except Exception:
+            logger.warning(
+                "projection %s: a batch of %d events failed; applying them one at a time",
+                projection.name,
+                len(batch.events),
+                exc_info=True,
+            )
+    failed = {u.position: u.error for u in batch.undecodable}
+    items = [(e.position, e.stream_id, e.event_id, e) for e in batch.events] + [
+        (u.position, u.stream_id, u.event_id, None) for u in batch.undecodable
+    ]
+    handed: list[uuid.UUID] = []
+    troubled: set[uuid.UUID] = set()
+    for position, stream_id, event_id, event in sorted(items, key=lambda item: item[0]):
+        if stream_id not in troubled:
             try:
+                if event is None:
+                    raise _NotDecoded(failed[position])
                 with transaction.atomic():
                     projection.rows.apply(event, generation)
                 continue
@@ -199,22 +263,25 @@ def _apply(
                 raise
             except Exception as exc:
                 logger.warning(
-                    "projection %s: event %s (#%d, %s) handed to the per-event path: %s: %s",
+                    "projection %s: event %s (#%d) handed to the per-event path: %s: %s",
                     projection.name,
-                    event.event_id,
-                    event.position,
-                    event.type,
+                    event_id,
+                    position,
                     type(exc).__name__,
                     exc,
                 )
-                troubled.add(event.stream_id)
-        handed.append(event)
+                troubled.add(stream_id)
+        handed.append(event_id)
     return handed
 
 
-def _hand_on(handler: str, events: list[RecordedEvent]) -> None:
+class _NotDecoded(Exception):
+    """An event of the batch could not be decoded (the per-event path dead-letters it, or
+    defers it until a process that knows its schema version runs it)."""
+
+
+def _hand_on(handler: str, ids: list[uuid.UUID]) -> None:
     """Record the events' deliveries to ``handler`` in the ledger now, send them on commit."""
-    ids = [event.event_id for event in events]
     relay.record_expected([(handler, event_id) for event_id in ids])
 
     def send() -> None:

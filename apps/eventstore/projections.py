@@ -39,9 +39,11 @@ class ProjectionRows(Protocol):
     def apply(self, event: RecordedEvent, generation: int) -> None:
         """Apply one event (the live path): skip it if applied, refuse it if early."""
 
-    def apply_live_batch(self, events: list[RecordedEvent], generation: int) -> None:
-        """Apply events in log order at once to a live generation (the follower's path):
-        as ``apply`` does each of them, rows other writers may have touched included."""
+    def apply_live_batch(self, events: list[RecordedEvent], generation: int) -> list[RecordedEvent]:
+        """Apply events in log order at once to a live generation (the follower's path),
+        as ``apply`` does each of them, rows other writers may have touched included;
+        return, unapplied, those ``apply`` would refuse as early, with the later events of
+        their streams."""
 
     def apply_batch(self, events: list[RecordedEvent], generation: int) -> None:
         """Apply events in log order at once (the rebuild path; may defer derived rows).
@@ -177,7 +179,8 @@ def _collecting_per_batch() -> Iterator[Callable[[], object]]:
     A batch allocates some ten objects per event; counted by allocations, the collector
     ran every few hundred events and each run walked the growing older generations too (a
     third of a rebuild's time). Paused here, it collects the young generations after each
-    batch (what the batch left behind, cycles included) and resumes as it was after.
+    batch (what the batch left behind, cycles included) and resumes as it was after; the
+    oldest generation waits for the end of the rebuild.
     """
     was_enabled = gc.isenabled()
     gc.disable()

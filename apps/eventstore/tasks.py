@@ -21,11 +21,13 @@ def publish_outbox(ids: list[int]) -> int:
 def sweep_outbox() -> int:
     """Publish outbox rows that the on-commit relay missed, and nudge every projection
     whose checkpoint is behind the log (its nudge lost, or its follower failed)."""
-    published = relay.sweep()
+    try:
+        published = relay.sweep()
+    finally:  # a broker that fails the sweep may still take a nudge; try it either way
+        if behind := following.nudge_lagging():
+            logger.info("outbox sweep nudged projections behind the log: %s", ", ".join(behind))
     if published:
         logger.info("outbox sweep published %d rows", published)
-    if behind := following.nudge_lagging():
-        logger.info("outbox sweep nudged projections behind the log: %s", ", ".join(behind))
     return published
 
 

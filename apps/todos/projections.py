@@ -73,9 +73,11 @@ class TodoRows:
         view.save()
         _adjust_stats(generation, view.owner_id, before, _counted(view))
 
-    def apply_live_batch(self, events: list[RecordedEvent], generation: int) -> None:
+    def apply_live_batch(self, events: list[RecordedEvent], generation: int) -> list[RecordedEvent]:
         """Apply events in log order as ``apply`` would, with one locking read of the rows,
-        two bulk writes and one counter upsert per owner.
+        two bulk writes and one counter upsert per owner; return unapplied the events of a
+        todo from its first that is early (an earlier one was handed on and not applied
+        yet), which ``apply`` would refuse as ``OutOfOrder``.
 
         A row another writer (a handed-on event's delivery) changed meanwhile is read after
         its change (the lock waits for it); a row created meanwhile makes the insert fail,
@@ -90,15 +92,17 @@ class TodoRows:
         }
         before = {todo_id: (view.owner_id, _counted(view)) for todo_id, view in views.items()}
         touched: set[uuid.UUID] = set()
+        early: set[uuid.UUID] = set()
+        refused: list[RecordedEvent] = []
         for event in events:
             view = views.get(event.stream_id)
             applied = view.version if view else 0
+            if event.stream_id in early or event.version > applied + 1:
+                early.add(event.stream_id)
+                refused.append(event)
+                continue
             if event.version <= applied:
                 continue
-            if event.version != applied + 1:
-                raise OutOfOrder(
-                    f"todo {event.stream_id} v{event.version} arrived before v{applied + 1}"
-                )
             view = views[event.stream_id] = _mutate(view, event, generation)
             view.version, view.updated_at = event.version, event.metadata.occurred_at
             touched.add(event.stream_id)
@@ -114,6 +118,7 @@ class TodoRows:
         for owner_id, changes in sorted(deltas.items()):
             if changes := {name: n for name, n in changes.items() if n}:
                 _add_to_stats(generation, owner_id, changes)
+        return refused
 
     def apply_batch(self, events: list[RecordedEvent], generation: int) -> None:
         """Apply events in log order with one read and two bulk writes; counters come later.

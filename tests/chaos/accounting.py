@@ -71,11 +71,16 @@ def _ledger_totals(report: Report) -> None:
         )
         runs, retries = cursor.fetchone()
         report.handler_runs, report.retries = int(runs), int(retries)
-    for name in following.followed():
-        report.handler_runs += Event.objects.filter(
-            type__in=projections.projection(name).event_types,
-            position__lte=_checkpoint(name),
-        ).count()
+    for name, sub in following.followed().items():
+        handed_on = Delivery.objects.filter(handler=sub.name).values("event_id")
+        report.handler_runs += (
+            Event.objects.filter(
+                type__in=projections.projection(name).event_types,
+                position__lte=_checkpoint(name),
+            )
+            .exclude(event_id__in=handed_on)  # their runs are the ledger's starts
+            .count()
+        )
     report.dead_letters = DeadLetter.objects.count()
 
 

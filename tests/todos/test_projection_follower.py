@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import Sum
 
 from apps.eventstore import following, projections, store
-from apps.eventstore.models import ProjectionState
+from apps.eventstore.models import Event, ProjectionState
 from apps.eventstore.store import CommandContext
 from apps.eventstore.tasks import sweep_outbox
 from apps.resilience.models import DeadLetter, Delivery
@@ -84,6 +84,68 @@ def test_a_batch_skips_what_the_per_event_path_applied_first(django_user_model) 
     assert TodoStats.objects.get(owner_id=owner.pk).total == 2  # counted once
 
 
+def _stored_as_a_newer_release(stream_id: uuid.UUID, version: int, data: dict) -> uuid.UUID:
+    """Write a todo event of a schema version this release doesn't know; return its id."""
+    event_id = uuid.uuid4()
+    Event.objects.create(
+        event_id=event_id,
+        stream_type="todo",
+        stream_id=stream_id,
+        version=version,
+        type="todo.created",
+        schema_version=99,
+        data=data,
+        metadata={
+            "event_id": str(event_id),
+            "occurred_at": "2026-12-01T00:00:00+00:00",
+            "correlation_id": str(uuid.uuid4()),
+        },
+    )
+    return event_id
+
+
+@pytest.mark.django_db
+def test_an_event_that_cannot_be_decoded_is_handed_on_and_the_rest_applied(
+    django_user_model, caplog
+) -> None:
+    """A newer release's event (a rolling deploy) stops neither the batch nor the ones
+    after: it goes to the per-event path, which defers it for a worker that knows it."""
+    owner = django_user_model.objects.create_user("newer")
+    before = _create(owner.pk, 1)
+    newer = uuid.uuid4()
+    newer_id = _stored_as_a_newer_release(newer, 1, {"owner_id": owner.pk, "title": "v99"})
+    after = _create(owner.pk, 1)
+
+    assert following.follow("todos") == 3
+
+    assert TodoView.objects.filter(todo_id__in=before + after).count() == 2
+    assert list(Delivery.objects.filter(handler=HANDLER).values_list("event_id", "status")) == [
+        (newer_id, "queued")
+    ]
+    assert _checkpoint() == _todo_positions_raw()[-1]
+    assert "can't all be decoded" in caplog.text
+
+    # A later event of that todo is early: refused by the batch, handed on after it.
+    caplog.clear()
+    store.append(
+        stream_type="todo",
+        stream_id=newer,
+        expected_version=1,
+        events=[TodoCompleted(completed_at="2026-12-02T00:00:00Z")],
+        context=CommandContext(actor_id=str(owner.pk)),
+    )
+    assert following.follow("todos") == 1
+    assert Delivery.objects.filter(handler=HANDLER).count() == 2
+    assert "one at a time" not in caplog.text  # refused as early, not a failed batch
+
+
+def _todo_positions_raw() -> list[int]:
+    types = projections.projection("todos").event_types
+    return list(
+        Event.objects.filter(type__in=types).order_by("position").values_list("position", flat=True)
+    )
+
+
 @pytest.mark.django_db
 def test_a_second_follower_leaves_the_running_one_a_note_and_returns(django_user_model) -> None:
     owner = django_user_model.objects.create_user("second")
@@ -110,7 +172,9 @@ def _raw() -> psycopg.Connection:
     )
 
 
-def test_nudges_are_coalesced_until_a_follower_has_caught_up(transactional_db) -> None:
+@pytest.mark.usefixtures("worker")
+def test_nudges_are_coalesced_until_a_follower_has_caught_up(transactional_db, settings) -> None:
+    settings.PROJECTION_NUDGE_TTL_SECONDS = 600  # only a follower clears the flag in time
     cache.delete("projection-nudge:todos")
 
     assert following.nudge("todos") is True
@@ -121,6 +185,11 @@ def test_nudges_are_coalesced_until_a_follower_has_caught_up(transactional_db) -
         message="a follower to catch up and clear the flag",
     )
     assert following.nudge("todos") is True
+    wait_until(
+        lambda: cache.get("projection-nudge:todos") is None,
+        timeout=30,
+        message="the second follower to clear the flag",
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -174,6 +243,7 @@ def test_the_outbox_sweep_nudges_a_projection_left_behind(django_user_model, set
     """No nudge came (the relay never ran, as if its message was lost): the sweep sees the
     checkpoint behind the log and sends a follower."""
     settings.OUTBOX_PUBLISH_ON_COMMIT = False
+    cache.delete("projection-nudge:todos")  # any earlier nudge's flag has expired
     owner = django_user_model.objects.create_user("forgotten")
     todo_id = _create(owner.pk, 1)[0]
     assert following.nudge_lagging() == ["todos"]
