@@ -168,15 +168,8 @@ def _todo_events(count: int) -> list[int]:
     )
 
 
-def _checkpoint() -> int:
-    from apps.eventstore.models import ProjectionState
-
-    state = ProjectionState.objects.filter(name="todos").values_list("position", flat=True)
-    return state.first() or 0
-
-
 def _pipeline_run(count: int) -> float:
-    from apps.eventstore import relay
+    from apps.eventstore import projections, relay
     from apps.eventstore.models import OutboxMessage
 
     ids = _todo_events(count)
@@ -186,7 +179,7 @@ def _pipeline_run(count: int) -> float:
     started = time.perf_counter()
     relay.publish_pending(ids=ids, limit=len(ids))
     wait_for(
-        lambda: _checkpoint() >= last_position,
+        lambda: projections.checkpoint("todos") >= last_position,
         timeout=600,
         what="the pipeline to drain",
         every=POLL,

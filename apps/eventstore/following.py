@@ -101,11 +101,7 @@ def nudge_lagging() -> list[str]:
     sweep sends one then."""
     behind = []
     for name in sorted(followed()):
-        checkpoint = (
-            ProjectionState.objects.filter(name=name).values_list("position", flat=True).first()
-        )
-        types = projections.projection(name).event_types
-        if Event.objects.filter(type__in=types, position__gt=checkpoint or 0).exists():
+        if projections.behind(name):
             nudge(name)
             behind.append(name)
     return behind

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from django.db import connection, transaction
-from django.db.models import Subquery, Value
+from django.db.models import QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -125,15 +125,29 @@ def live_generation(name: str) -> Coalesce:
     return Coalesce(Subquery(state), Value(1))
 
 
-def lag(name: str) -> int:
-    """Return how many events the projection reads are past its checkpoint.
+def checkpoint(name: str) -> int:
+    """Return the highest log position projection ``name`` has applied (0 before any)."""
+    state = ProjectionState.objects.filter(name=name).values_list("position", flat=True)
+    return state.first() or 0
 
-    Only its own event types count: other apps' events after the checkpoint are nothing
-    it has left to do, so a caught-up projection has a lag of 0.
-    """
+
+def _unapplied(name: str) -> QuerySet[Event]:
+    """The projection's events past its checkpoint. Only its own event types count: other
+    apps' events after the checkpoint are nothing it has left to do."""
     return Event.objects.filter(
-        type__in=projection(name).event_types, position__gt=_state(name).position
-    ).count()
+        type__in=projection(name).event_types, position__gt=checkpoint(name)
+    )
+
+
+def lag(name: str) -> int:
+    """Return how many events the projection reads are past its checkpoint (a caught-up
+    projection has a lag of 0)."""
+    return _unapplied(name).count()
+
+
+def behind(name: str) -> bool:
+    """Return whether any event the projection reads is past its checkpoint."""
+    return _unapplied(name).exists()
 
 
 def count_events(name: str) -> int:

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from apps.eventstore import following, projections
-from apps.eventstore.models import Event, ProjectionState
+from apps.eventstore.models import Event
 from apps.eventstore.subscriptions import subscribers
 from apps.resilience.models import DeadLetter, Delivery
 from apps.todos.models import TodoView
@@ -76,16 +76,12 @@ def _ledger_totals(report: Report) -> None:
         report.handler_runs += (
             Event.objects.filter(
                 type__in=projections.projection(name).event_types,
-                position__lte=_checkpoint(name),
+                position__lte=projections.checkpoint(name),
             )
             .exclude(event_id__in=handed_on)  # their runs are the ledger's starts
             .count()
         )
     report.dead_letters = DeadLetter.objects.count()
-
-
-def _checkpoint(name: str) -> int:
-    return ProjectionState.objects.filter(name=name).values_list("position", flat=True).first() or 0
 
 
 def _commands(report: Report, commands: list[Command]) -> None:
@@ -124,7 +120,7 @@ def _deliveries(report: Report, history_until: int = 0) -> None:
             "handler", "event_id", "status"
         )
     }
-    checkpoints = {name: _checkpoint(name) for name in following.followed()}
+    checkpoints = {name: projections.checkpoint(name) for name in following.followed()}
     missing: list[str] = []
     published = Event.objects.filter(position__gt=history_until)
     for event_id, event_type, position in published.values_list(
