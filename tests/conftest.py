@@ -46,3 +46,16 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     for db in settings.DATABASES.values():
         test = db.setdefault("TEST", {})
         test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{suffix}"
+
+
+@pytest.fixture(autouse=True)
+def _no_projection_nudge_left_over() -> None:
+    """Start each test with no projection nudge flag or note in the cache.
+
+    In production a flag whose message was lost expires and the outbox sweep nudges again;
+    tests run no beat, and a test that stops its worker or broker (the ledger-fault tests)
+    can leave a flag set with no message behind it, which would coalesce away the next
+    test's nudges."""
+    from apps.eventstore.following import clear_nudges
+
+    clear_nudges()

@@ -332,6 +332,13 @@ def _take_again(name: str) -> bool:
         return False
 
 
+def clear_nudges() -> None:
+    """Forget every projection's nudge flag and note: a flag left by a message a replaced
+    broker held would hold back the next nudges until it expires."""
+    for name in followed():
+        cache.delete_many([_flag(name), _again(name)])
+
+
 def _flag(name: str) -> str:
     return f"projection-nudge:{name}"
 
