@@ -23,6 +23,11 @@ import httpx
 # Kinds of command and how often each is sent.
 MIX = {"create": 40, "update": 25, "complete": 20, "reminder": 15}
 RECURRING_SHARE = 0.2
+# How far ahead a reminder command asks to be reminded (seconds, drawn evenly). The drain
+# waits for every reminder to fire, so a QUICK run keeps them nearer: they still come due
+# while the faults of a scenario land.
+REMINDERS_AHEAD = (3.0, 20.0)
+QUICK_REMINDERS_AHEAD = (2.0, 8.0)
 CREATE_ATTEMPTS = 3
 # Set when the run is being stopped (the harness's SIGTERM): every load's threads end after
 # the command they are sending, so the scenario can unwind and stop what it started.
@@ -72,7 +77,8 @@ class Load:
     """Send ``n`` commands over ``threads`` connections; keep every command's outcome.
 
     ``mix`` weighs the kinds of command; ``faults``, when given, are handed out one per
-    create, in order, and named in the todo's title (``None``: no fault).
+    create, in order, and named in the todo's title (``None``: no fault); ``quick`` keeps
+    reminders nearer (``QUICK_REMINDERS_AHEAD``).
     """
 
     def __init__(
@@ -85,8 +91,10 @@ class Load:
         mix: dict[str, int] | None = None,
         recurring_share: float = RECURRING_SHARE,
         faults: list[str | None] | None = None,
+        quick: bool = False,
     ) -> None:
         self.base_url, self.token = base_url, token
+        self.reminders_ahead = QUICK_REMINDERS_AHEAD if quick else REMINDERS_AHEAD
         self.mix = mix or MIX
         self.recurring_share = recurring_share
         self.faults = list(faults or [])
@@ -170,7 +178,9 @@ class Load:
             return {"title": f"chaos update {command.id[:8]}"}
         if command.kind == "complete":
             return None
-        remind_at = datetime.now(tz=UTC) + timedelta(seconds=self.rng.uniform(3, 20))
+        remind_at = datetime.now(tz=UTC) + timedelta(
+            seconds=self.rng.uniform(*self.reminders_ahead)
+        )
         return {"remind_at": remind_at.isoformat(), "channels": ["email"]}
 
     def _todo_body(self, command: Command) -> dict[str, Any]:

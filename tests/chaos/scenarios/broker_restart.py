@@ -85,7 +85,9 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
         )
         restarter.start()
         try:
-            commands = Load(url, users.api, seed, PER_SECOND).run(int(30 * scale * PER_SECOND))
+            commands = Load(url, users.api, seed, PER_SECOND, quick=quick).run(
+                int(30 * scale * PER_SECOND)
+            )
         finally:
             restarter.join()
         commands += _until_consumed(url, users.api, cluster, restarts)

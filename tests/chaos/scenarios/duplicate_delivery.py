@@ -29,9 +29,9 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
 
     url = base_url(cluster.port)
     set_email(url, users.api)
-    commands = Load(url, users.api, seed, PER_SECOND if quick else FULL_PER_SECOND).run(
-        150 if quick else 1500
-    )
+    commands = Load(
+        url, users.api, seed, PER_SECOND if quick else FULL_PER_SECOND, quick=quick
+    ).run(150 if quick else 1500)
     seconds, left = drain(BROKER_URL, RECONCILER_THRESHOLD + 120)
     report = account(commands)
     copies = skipped_copies(cluster)

@@ -55,7 +55,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
     cluster.start()
     url = base_url(cluster.port)
     set_email(url, users.api)
-    load = Load(url, users.api, seed, PER_SECOND if quick else FULL_PER_SECOND)
+    load = Load(url, users.api, seed, PER_SECOND if quick else FULL_PER_SECOND, quick=quick)
     done = threading.Event()
     sender = threading.Thread(target=_send, args=(load, done), name="load")
     sender.start()

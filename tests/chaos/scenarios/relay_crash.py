@@ -52,9 +52,9 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
     )
     killer.start()
     try:
-        commands = Load(url, users.api, seed, PER_SECOND if quick else FULL_PER_SECOND).run(
-            150 if quick else 1500
-        )
+        commands = Load(
+            url, users.api, seed, PER_SECOND if quick else FULL_PER_SECOND, quick=quick
+        ).run(150 if quick else 1500)
     finally:
         stop.set()
         killer.join()

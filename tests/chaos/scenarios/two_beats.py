@@ -11,7 +11,8 @@ Each periodic task is given work:
 
 - outbox sweep: ``OUTBOX_PUBLISH_ON_COMMIT=0`` in every process, so every outbox row is
   published by a sweep; each row must be published once (``attempts`` 1);
-- reminder sweep: a quarter of the commands schedule a reminder 3-20 s ahead; each one not
+- reminder sweep: a quarter of the commands schedule a reminder 3-20 s ahead
+  (QUICK, 2-8 s); each one not
   cancelled (a completed todo's saga cancels its pending ones) fires once, within one
   sweep interval + 5 s, and is notified once;
 - saga sweep: every 3 s up to 3 running sagas get a deadline in the past (as if their
@@ -98,7 +99,8 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
         broker.set(FAULTS_ON_KEY, 1)
         started = time.monotonic()
         # Meddling stops just before the load ends: a message lost then is re-sent (10 s)
-        # before the last reminders come due (up to 20 s), so the drain waits no longer.
+        # about when the last reminders come due (up to 20 s; QUICK, 8 s), so the drain
+        # waits no longer.
         meddler = Meddler(broker, random.Random(seed), started + n / per_second - MEDDLE_MARGIN)
         meddler.start()
         try:
@@ -110,6 +112,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
                 mix=MIX,
                 recurring_share=RECURRING_SHARE,
                 faults=plan(n, seed),
+                quick=quick,
             )
             commands = load.run(n)
         finally:

@@ -41,7 +41,9 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
     thread = threading.Thread(target=killer.run, name="killer")
     thread.start()
     try:
-        commands = Load(url, users.api, seed, PER_SECOND if quick else FULL_PER_SECOND).run(n)
+        commands = Load(
+            url, users.api, seed, PER_SECOND if quick else FULL_PER_SECOND, quick=quick
+        ).run(n)
     finally:
         stop.set()
         thread.join()
