@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -146,3 +147,46 @@ def test_the_embedded_default_reads_events_by_correlation_id(
     _manage(embedded_env, "migrate", "--noinput")
 
     assert _manage(embedded_env, "shell", "-c", READ_CORRELATED).strip().splitlines()[-1] == "2"
+
+
+LIST_ROWS = """
+import json, uuid
+from datetime import UTC, datetime, timedelta
+from django.utils import timezone
+from apps.todos import selectors
+from apps.todos.api.rows import list_row
+from apps.todos.api.serializers import TodoViewSerializer
+from apps.todos.models import TodoView
+awkward = 'say "hi" \\\\\\\\ C:\\\\path\\\\n\\\\t caf\\u00e9 \\U0001f389 \\u2028 \\x01'
+when = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
+common = dict(generation=1, owner_id=7, priority="high", priority_rank=2, version=3)
+TodoView.objects.create(
+    **common, todo_id=uuid.uuid4(), title=awkward, description=awkward, tags=[awkward, "b"],
+    status="completed", due_at=when, recurrence="FREQ=DAILY", series_id=uuid.uuid4(),
+    created_at=when - timedelta(microseconds=1), updated_at=when,
+    completed_at=when + timedelta(microseconds=120_000),
+)
+TodoView.objects.create(
+    **common, todo_id=uuid.uuid4(), title="plain", status="open",
+    due_at=timezone.now() - timedelta(days=1), created_at=when, updated_at=when,
+)
+listed = selectors.todos_of(7).order_by("id")
+print(json.dumps({
+    "rows": [json.loads(d) for d in listed.annotate(doc=list_row()).values_list("doc", flat=True)],
+    "serialized": [TodoViewSerializer(view).data for view in listed],
+}))
+"""
+
+
+def test_the_embedded_default_renders_list_rows_as_the_serializer(
+    embedded_env: dict[str, str],
+) -> None:
+    """SQLite keeps UUIDs and dates unlike PostgreSQL: the list's rows render alike on both."""
+    _manage(embedded_env, "migrate", "--noinput")
+
+    out = json.loads(_manage(embedded_env, "shell", "-c", LIST_ROWS).strip().splitlines()[-1])
+
+    assert len(out["rows"]) == 2
+    assert out["rows"] == out["serialized"]
+    assert [list(row) for row in out["rows"]] == [list(row) for row in out["serialized"]]
+    assert [row["is_overdue"] for row in out["rows"]] == [False, True]

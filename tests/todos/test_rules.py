@@ -4,6 +4,7 @@ in memory, the status values, the read model's columns, and what text is storabl
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import uuid
 from datetime import datetime, timedelta
@@ -17,8 +18,10 @@ from apps.api.storable import storable_str, storable_text
 from apps.eventstore import projections, store
 from apps.eventstore.store import CommandContext
 from apps.todos import selectors, services
+from apps.todos.api import rows
 from apps.todos.api.filters import TodoFilter
-from apps.todos.api.serializers import VIEW_ROW_FIELDS, TodoViewSerializer, view_row
+from apps.todos.api.rows import list_row
+from apps.todos.api.serializers import TodoViewSerializer
 from apps.todos.api.views import _with_overdue
 from apps.todos.fields import PRIORITIES, InvalidTodo
 from apps.todos.models import STATS_COUNTERS, TodoStats, TodoView
@@ -197,7 +200,11 @@ def test_the_stats_report_one_count_per_status() -> None:
 def test_the_list_reads_columns_the_model_has_and_the_annotation() -> None:
     model_fields = {f.name for f in TodoView._meta.concrete_fields}
 
-    assert set(VIEW_ROW_FIELDS) - model_fields == {"is_overdue"}
+    assert {source for _, _, source in list_row().columns} - model_fields == {"is_overdue"}
+
+
+# Text the database escapes for JSON: quotes, backslashes, controls, beyond ASCII, U+2028.
+AWKWARD_TEXT = 'say "hi" \\ C:\\path\n\ttab \x01 caf\u00e9 \U0001f389 \u2028 </script>'
 
 
 def test_a_listed_row_renders_as_the_detail_serializer() -> None:
@@ -207,18 +214,36 @@ def test_a_listed_row_renders_as_the_detail_serializer() -> None:
         TodoStatus.COMPLETED,
         NOW,
         description="with a receipt",
-        tags=["home", "money"],
+        tags=["home", "money", "caf\u00e9"],
         recurrence="FREQ=MONTHLY",
         series_id=uuid.uuid4(),
-        completed_at=NOW,
+        completed_at=NOW + timedelta(microseconds=120_000),  # .120000: six digits, as Python
     )
-    a_row(owner_id, TodoStatus.OPEN, None)
+    a_row(owner_id, TodoStatus.OPEN, None)  # every optional value null
+    a_row(
+        owner_id,
+        TodoStatus.DELETED,
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.get_fixed_timezone(0)),
+        title=AWKWARD_TEXT,
+        description=AWKWARD_TEXT,
+        tags=[AWKWARD_TEXT],
+        deleted_at=datetime(1, 1, 1, tzinfo=timezone.get_fixed_timezone(0)),
+        created_at=NOW - timedelta(microseconds=1),
+    )
+    a_row(owner_id, TodoStatus.OPEN, timezone.now() - timedelta(days=1))  # overdue now
     listed = selectors.todos_of(owner_id).order_by("id")
 
-    rows = [view_row(row) for row in listed.values_list(*VIEW_ROW_FIELDS, named=True)]
+    docs = list(listed.annotate(doc=list_row()).values_list("doc", flat=True))
 
-    assert rows == [dict(TodoViewSerializer(view).data) for view in listed]
-    assert list(rows[0]) == list(TodoViewSerializer().fields)
+    expected = [dict(TodoViewSerializer(view).data) for view in listed]
+    assert [json.loads(doc) for doc in docs] == expected
+    assert [list(json.loads(doc)) for doc in docs] == [list(row) for row in expected]  # order
+    assert [row["is_overdue"] for row in expected] == [False, False, False, True]
+
+
+def test_a_serializer_field_with_no_json_rendering_is_refused() -> None:
+    with pytest.raises(TypeError, match="no JSON rendering for DecimalField"):
+        rows._kind("amount", serializers.DecimalField(max_digits=5, decimal_places=2))
 
 
 # -- storable text ------------------------------------------------------------------------

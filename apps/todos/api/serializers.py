@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -56,46 +54,6 @@ class TodoViewSerializer(TodoOutputSerializer):
     id = serializers.UUIDField(source="todo_id")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
-
-
-def _datetime(value: datetime | None) -> str | None:
-    """Format like DRF's DateTimeField in the UTC time zone (UTC as ``Z``)."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _renderer(field: serializers.Field) -> Callable[[Any], Any]:
-    """Return how ``view_row`` renders a non-null value of ``field``: as the field does."""
-    if isinstance(field, serializers.DateTimeField):
-        return _datetime
-    if isinstance(field, serializers.UUIDField):
-        return str
-    if isinstance(field, serializers.ListField):
-        return list
-    return _same  # text, numbers and booleans come from the database as they render
-
-
-#: (key, TodoView attribute, renderer) of each TodoViewSerializer field, in its order.
-_ROW_COLUMNS = tuple(
-    (name, field.source or name, _renderer(field))
-    for name, field in TodoViewSerializer().fields.items()
-)
-#: What ``view_row`` reads, and what keyset pagination needs besides: ``id`` and the sort keys.
-VIEW_ROW_FIELDS = ("id", "priority_rank", *(source for _, source, _ in _ROW_COLUMNS))
-
-
-def view_row(view: Any) -> dict[str, Any]:
-    """Return a TodoView row as TodoViewSerializer renders it, without its per-field cost
-    (the list endpoint renders fifty of these per page)."""
-    return {
-        name: None if (value := getattr(view, source)) is None else render(value)
-        for name, source, render in _ROW_COLUMNS
-    }
 
 
 class HistoryQuerySerializer(serializers.Serializer):
