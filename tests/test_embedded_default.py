@@ -157,7 +157,7 @@ from apps.todos import selectors
 from apps.todos.api.rows import list_row
 from apps.todos.api.serializers import TodoViewSerializer
 from apps.todos.models import TodoView
-awkward = 'say "hi" \\\\\\\\ C:\\\\path\\\\n\\\\t caf\\u00e9 \\U0001f389 \\u2028 \\x01'
+awkward = 'say "hi" \\\\ C:\\\\path' + chr(10) + chr(9) + 'caf\u00e9 \U0001f389 \u2028 \x01'
 when = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 common = dict(generation=1, owner_id=7, priority="high", priority_rank=2, version=3)
 TodoView.objects.create(
@@ -165,10 +165,12 @@ TodoView.objects.create(
     status="completed", due_at=when, recurrence="FREQ=DAILY", series_id=uuid.uuid4(),
     created_at=when - timedelta(microseconds=1), updated_at=when,
     completed_at=when + timedelta(microseconds=120_000),
+    deleted_at=datetime(1, 1, 1, tzinfo=UTC),
 )
 TodoView.objects.create(
     **common, todo_id=uuid.uuid4(), title="plain", status="open",
     due_at=timezone.now() - timedelta(days=1), created_at=when, updated_at=when,
+    deleted_at=datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
 )
 listed = selectors.todos_of(7).order_by("id")
 print(json.dumps({
@@ -190,3 +192,4 @@ def test_the_embedded_default_renders_list_rows_as_the_serializer(
     assert out["rows"] == out["serialized"]
     assert [list(row) for row in out["rows"]] == [list(row) for row in out["serialized"]]
     assert [row["is_overdue"] for row in out["rows"]] == [False, True]
+    assert "\n\tcaf\u00e9 \U0001f389 \u2028 \x01" in out["rows"][0]["title"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db.models import BooleanField, Case, QuerySet, Value, When
@@ -17,13 +18,14 @@ from apps.todos.rules import TodoStatus, overdue_q
 from apps.todos.services import TodoNotFound
 
 
-def todos_of(owner_id: int) -> QuerySet[TodoView]:
-    """Return the owner's todos from the live generation, with ``is_overdue`` computed now."""
+def todos_of(owner_id: int, now: datetime | None = None) -> QuerySet[TodoView]:
+    """Return the owner's todos from the live generation, with ``is_overdue`` computed as
+    of ``now`` (default: the current time)."""
     return TodoView.objects.filter(
         owner_id=owner_id, generation=projections.live_generation("todos")
     ).annotate(
         is_overdue=Case(
-            When(overdue_q(timezone.now()), then=Value(True)),
+            When(overdue_q(timezone.now() if now is None else now), then=Value(True)),
             default=Value(False),
             output_field=BooleanField(),
         )

@@ -27,7 +27,7 @@ RECURRING_SHARE = 0.2
 # waits for every reminder to fire, so a QUICK run keeps them nearer: they still come due
 # while the faults of a scenario land.
 REMINDERS_AHEAD = (3.0, 20.0)
-QUICK_REMINDERS_AHEAD = (2.0, 8.0)
+QUICK_REMINDERS_AHEAD = (3.0, 8.0)  # from 3 s: a slow request's reminder is still ahead
 CREATE_ATTEMPTS = 3
 # Set when the run is being stopped (the harness's SIGTERM): every load's threads end after
 # the command they are sending, so the scenario can unwind and stop what it started.

@@ -241,9 +241,20 @@ def test_a_listed_row_renders_as_the_detail_serializer() -> None:
     assert [row["is_overdue"] for row in expected] == [False, False, False, True]
 
 
-def test_a_serializer_field_with_no_json_rendering_is_refused() -> None:
-    with pytest.raises(TypeError, match="no JSON rendering for DecimalField"):
-        rows._kind("amount", serializers.DecimalField(max_digits=5, decimal_places=2))
+@pytest.mark.parametrize(
+    ("name", "field", "refusal"),
+    [
+        ("amount", serializers.DecimalField(max_digits=5, decimal_places=2), "no JSON rendering"),
+        ("due_at", serializers.DateTimeField(format="%d/%m/%Y"), "a date format"),
+        ("id", serializers.UUIDField(format="hex"), "a UUID format"),
+        ("it's", serializers.CharField(), "a key the rows can't name"),
+    ],
+)
+def test_a_serializer_field_the_rows_cannot_render_is_refused(
+    name: str, field: serializers.Field, refusal: str
+) -> None:
+    with pytest.raises(TypeError, match=refusal):
+        rows._kind(name, field)
 
 
 # -- storable text ------------------------------------------------------------------------

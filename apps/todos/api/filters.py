@@ -89,7 +89,12 @@ class TodoFilterBackend(DjangoFilterBackend):
     Most list requests carry none; they get ``TodoFilter.unfiltered`` directly.
     """
 
+    @staticmethod
+    def filters_asked(request: Request) -> bool:
+        """Return whether the request's query string names a filter."""
+        return bool(request.query_params.keys() & TodoFilter.base_filters.keys())
+
     def filter_queryset(self, request: Request, queryset: QuerySet, view: APIView) -> QuerySet:
-        if request.query_params.keys() & TodoFilter.base_filters.keys():
+        if self.filters_asked(request):
             return super().filter_queryset(request, queryset, view)
         return TodoFilter.unfiltered(queryset)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +22,9 @@ from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.utils.urls import replace_query_param
 
+from apps.api.compiled import CompiledQueries
 from apps.api.storable import storable_offset, storable_text
+from apps.todos.models import TodoView
 
 # ordering name -> the column (or annotation) the keyset sorts on; "sort_due" is due_at
 # with a missing date as NEVER, so undated todos sort after every dated one.
@@ -31,6 +35,11 @@ ORDERINGS = {
     "title": "title",
 }
 NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return json.dumps(match.group())[1:-1]
 
 
 class KeysetPagination(BasePagination):
@@ -41,30 +50,50 @@ class KeysetPagination(BasePagination):
     page_size = 50
     max_page_size = 200
 
-    # Keyset pages filter and order the rows in the query: only a QuerySet will do.
-    def paginate_queryset(  # type: ignore[override]
-        self, queryset: QuerySet, request: Request, view: Any = None
-    ) -> list[Any]:
+    def paginate_rows(
+        self,
+        request: Request,
+        rows_of: Callable[..., QuerySet[TodoView]],
+        values: dict[str, Any],
+        compiled: CompiledQueries | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Return the requested page's rows as ``(id, sort value, doc)``.
+
+        ``rows_of(**values)`` gives every row the list may show (each with a ``doc``
+        annotation). With ``compiled``, the page's query is compiled once per ordering,
+        page size and cursor or none (``rows_of`` must then depend on ``values`` only).
+        """
         self.request = request
         self.ordering = request.query_params.get("ordering", self.default_ordering)
         descending, key = self._parse_ordering(self.ordering)
         size = self._page_size(request)
-        if key == "sort_due":  # undated todos sort after every dated one
-            queryset = queryset.annotate(
-                sort_due=Coalesce("due_at", Value(NEVER, output_field=DateTimeField()))
-            )
         after = self._decode(request.query_params.get("cursor"))
-        if after is not None:
-            value, last_id = after
-            beyond = "lt" if descending else "gt"
-            queryset = queryset.filter(
-                Q(**{f"{key}__{beyond}": value}) | Q(**{key: value, f"id__{beyond}": last_id})
-            )
+        beyond = "lt" if descending else "gt"
         order = [f"-{key}", "-id"] if descending else [key, "id"]
-        rows = list(queryset.order_by(*order).values_list("id", key, "doc", named=True)[: size + 1])
+
+        def page(**values: Any) -> QuerySet[TodoView, tuple[Any, ...]]:
+            after_value, after_id = values.pop("after_value", None), values.pop("after_id", None)
+            queryset = rows_of(**values)
+            if key == "sort_due":  # undated todos sort after every dated one
+                queryset = queryset.annotate(
+                    sort_due=Coalesce("due_at", Value(NEVER, output_field=DateTimeField()))
+                )
+            if after is not None:
+                queryset = queryset.filter(
+                    Q(**{f"{key}__{beyond}": after_value})
+                    | Q(**{key: after_value, f"id__{beyond}": after_id})
+                )
+            return queryset.order_by(*order).values_list("id", key, "doc")[: size + 1]
+
+        if after is not None:
+            values = {**values, "after_value": after[0], "after_id": after[1]}
+        shape = (self.ordering, size, after is not None)
+        if compiled is None:
+            rows = [tuple(row) for row in page(**values)]
+        else:
+            rows = compiled.rows(shape, page, values)
         self.has_next = len(rows) > size
         self.page = rows[:size]
-        self.key = key
         return self.page
 
     def page_response(self, page: list[Any]) -> HttpResponse:
@@ -72,7 +101,9 @@ class KeysetPagination(BasePagination):
         head = json.dumps(
             {"next": self._next_link(), "ordering": self.ordering}, separators=(",", ":")
         )
-        body = f'{head[:-1]},"results":[{",".join(row.doc for row in page)}]}}'
+        body = f'{head[:-1]},"results":[{",".join(doc for _, _, doc in page)}]}}'
+        if not body.isascii():  # as DRF's renderer (UNICODE_JSON off): \uXXXX, in strings
+            body = _NON_ASCII.sub(_escaped, body)  # (the only place JSON lets it be)
         return HttpResponse(body.encode(), content_type="application/json")
 
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -136,11 +167,10 @@ class KeysetPagination(BasePagination):
     def _next_link(self) -> str | None:
         if not self.has_next:
             return None
-        last = self.page[-1]
-        value = getattr(last, self.key)  # sort_due: due_at, or NEVER
+        last_id, value, _ = self.page[-1]  # sort_due's value: due_at, or NEVER
         token = {
             "v": value.isoformat() if isinstance(value, datetime) else value,
-            "id": last.id,
+            "id": last_id,
             "o": self.ordering,
         }
         cursor = base64.urlsafe_b64encode(json.dumps(token).encode()).decode()

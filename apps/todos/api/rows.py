@@ -7,13 +7,14 @@ would give, field for field and in its order, and the page joins the rows as tex
 
 - dates in UTC with ``Z``, with microseconds only when there are some (Python's
   ``isoformat``, as DRF renders them);
-- UUIDs as hyphenated lower-case text, texts as JSON strings (escaped by the database:
-  characters outside ASCII stay as they are, where DRF would write ``\\uXXXX``; both
-  decode alike), the tags as stored, ``is_overdue`` as ``true`` or ``false``.
+- UUIDs as hyphenated lower-case text, texts as JSON strings (escaped by the database;
+  the page escapes what is outside ASCII as ``\\uXXXX``, as DRF's renderer does), the
+  tags as stored, ``is_overdue`` as ``true`` or ``false``.
 
 PostgreSQL and SQLite (the embedded default) each have their SQL; the fields and their
 order come from the serializer, so a field added there is rendered here, or refused at
-import when its type has no rendering (``ROW_KINDS``).
+import when its type has no rendering (``ROW_KINDS``) or it asks for a format of its own.
+The page is always compact JSON (DRF's ``indent`` media-type parameter is not offered).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import NotSupportedError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Func, TextField
 from django.db.models.sql.compiler import SQLCompiler
-from rest_framework import serializers
+from rest_framework import ISO_8601, serializers
+from rest_framework.fields import empty
 
 from apps.todos.api.serializers import TodoViewSerializer
 
@@ -67,6 +71,14 @@ ROW_KINDS: list[tuple[type[serializers.Field], str]] = [
 
 
 def _kind(name: str, field: serializers.Field) -> str:
+    """Return how ``field`` is rendered; TypeError for a field it can't be, or an option
+    (a date or UUID format of its own) the rendering doesn't follow."""
+    if not name.isidentifier():  # the key goes into the SQL as a literal
+        raise TypeError(f"TodoViewSerializer.{name}: a key the rows can't name")
+    if getattr(field, "format", empty) not in (empty, ISO_8601):
+        raise TypeError(f"TodoViewSerializer.{name}: a date format the rows don't render")
+    if getattr(field, "uuid_format", "hex_verbose") != "hex_verbose":
+        raise TypeError(f"TodoViewSerializer.{name}: a UUID format the rows don't render")
     for field_class, kind in ROW_KINDS:
         if isinstance(field, field_class):
             return kind
@@ -117,6 +129,8 @@ class RowJSON(Func):
 
 def list_row() -> RowJSON:
     """Return the expression rendering a ``selectors.todos_of`` row as its list JSON."""
+    if settings.TIME_ZONE != "UTC":  # DRF renders dates in the current time zone
+        raise ImproperlyConfigured("the todo list's rows render dates in UTC: TIME_ZONE='UTC'")
     fields = TodoViewSerializer().fields
     return RowJSON(
         tuple((name, _kind(name, field), field.source or name) for name, field in fields.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, cast
 
 from django.db.models import QuerySet
@@ -17,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.api import idempotency
+from apps.api.compiled import CompiledQueries
 from apps.api.context import context_of
 from apps.api.errors import error_body, plain_detail
 from apps.api.users import request_user_id
@@ -77,6 +79,13 @@ def _with_overdue(state: TodoState) -> dict[str, Any]:
     return {**state.as_dict(), "is_overdue": is_overdue(state, timezone.now())}
 
 
+UNFILTERED_PAGES = CompiledQueries()
+
+
+def _unfiltered_rows(owner_id: int, now: datetime) -> QuerySet[TodoView]:
+    return TodoFilter.unfiltered(selectors.todos_of(owner_id, now)).annotate(doc=LIST_ROW)
+
+
 class TodoViewSet(viewsets.GenericViewSet):
     """Todos of the signed-in user. Another user's todo is always "not found"."""
 
@@ -94,11 +103,19 @@ class TodoViewSet(viewsets.GenericViewSet):
 
     @extend_schema(responses=TodoViewSerializer(many=True))
     def list(self, request: Request) -> HttpResponse:
-        # Each row rendered as JSON by the query (apps.todos.api.rows), joined as it is.
-        rows = self.filter_queryset(self.get_queryset()).annotate(doc=LIST_ROW)
-        page = self.paginate_queryset(rows)
-        assert page is not None  # pagination_class is set: every list is paginated
-        return cast(KeysetPagination, self.paginator).page_response(page)
+        # Each row rendered as JSON by the query (apps.todos.api.rows), joined as it is; a
+        # list without filters (most of them) runs SQL compiled once per page shape.
+        paginator = cast(KeysetPagination, self.paginator)
+        values = {"owner_id": request_user_id(request), "now": timezone.now()}
+        if TodoFilterBackend.filters_asked(request):
+            page = paginator.paginate_rows(request, self._filtered_rows, values)
+        else:
+            page = paginator.paginate_rows(request, _unfiltered_rows, values, UNFILTERED_PAGES)
+        return paginator.page_response(page)
+
+    def _filtered_rows(self, owner_id: int, now: datetime) -> QuerySet[TodoView]:
+        rows = self.filter_queryset(selectors.todos_of(owner_id, now))
+        return rows.annotate(doc=LIST_ROW)
 
     @extend_schema(
         request=TodoInputSerializer,

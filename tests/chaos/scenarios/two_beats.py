@@ -12,7 +12,7 @@ Each periodic task is given work:
 - outbox sweep: ``OUTBOX_PUBLISH_ON_COMMIT=0`` in every process, so every outbox row is
   published by a sweep; each row must be published once (``attempts`` 1);
 - reminder sweep: a quarter of the commands schedule a reminder 3-20 s ahead
-  (QUICK, 2-8 s); each one not
+  (QUICK, 3-8 s); each one not
   cancelled (a completed todo's saga cancels its pending ones) fires once, within one
   sweep interval + 5 s, and is notified once;
 - saga sweep: every 3 s up to 3 running sagas get a deadline in the past (as if their
