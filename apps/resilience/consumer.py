@@ -17,7 +17,8 @@ raise ``AttributeError`` from that close (it restores unacknowledged messages th
 transport that has already let go of its connection, seen when Redis restarts). Celery takes
 it for an unrecoverable error and stops the worker. Backstop's consumer logs it and
 reconnects: what was unacknowledged comes back after the broker's visibility timeout, and
-the delivery ledger re-sends what never finished.
+the delivery ledger re-sends what never finished. The same goes for a message of the lost
+connection acknowledged after the worker has reconnected (``tolerant_ack``).
 """
 
 from __future__ import annotations
@@ -132,6 +133,40 @@ def tolerant_close(close: Callable[[], None]) -> Callable[[], None]:
     return closing
 
 
+def tolerant_ack(settle: Callable[..., None]) -> Callable[..., None]:
+    """Return ``settle`` (a message's ``ack_log_error`` or ``reject_log_error``) logging
+    kombu's ``AttributeError`` for a message of a lost connection instead of raising it.
+
+    A task still running when its connection was lost is settled later, from the event
+    loop, through the old channel, whose transport has let go of its connection: kombu's
+    Redis channel raises ``AttributeError`` there, which Celery takes for an unrecoverable
+    error, and the worker stops (seen after a Redis restart, just after reconnecting). The
+    broker gives such a message back after its visibility timeout, and the delivery ledger
+    re-sends what never finished. Any other ``AttributeError`` is raised as before.
+    """
+
+    def settling(*args: Any, **kwargs: Any) -> None:
+        try:
+            settle(*args, **kwargs)
+        except AttributeError:
+            if not _of_a_lost_connection(settle):
+                raise
+            logger.warning(
+                "consumer: could not settle a message of the lost broker connection; the "
+                "broker gives it back after its visibility timeout",
+                exc_info=True,
+            )
+
+    return settling
+
+
+def _of_a_lost_connection(settle: Callable[..., None]) -> bool:
+    """Return whether ``settle`` is bound to a message whose transport has no connection."""
+    channel = getattr(getattr(settle, "__self__", None), "channel", None)
+    transport = getattr(channel, "connection", None)
+    return transport is not None and getattr(transport, "client", True) is None
+
+
 class DeadLetteringConsumer(Consumer):
     def ensure_connected(self, conn: Connection) -> Connection:
         conf = self.app.conf
@@ -146,6 +181,10 @@ class DeadLetteringConsumer(Consumer):
         if self.connection is not None:  # see the module: a close that can't stop the worker
             self.connection.close = tolerant_close(self.connection.close)  # type: ignore[method-assign]
         super().on_connection_error_after_connected(exc)
+
+    def call_soon_ack(self, p: Callable[..., None], *args: Any, **kwargs: Any) -> Any:
+        # Celery 5.7's (not in its type stubs); see tolerant_ack.
+        return super().call_soon_ack(tolerant_ack(p), *args, **kwargs)  # type: ignore[misc]
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         keep_poison("undecodable message", message, None, exc)

@@ -3,6 +3,7 @@ own back-off, for as long as Celery would have tried."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -11,8 +12,9 @@ import redis
 from django.conf import settings
 from kombu import Connection
 from kombu.exceptions import OperationalError
+from kombu.message import Message
 
-from apps.resilience.consumer import connect_soon, patience, tolerant_close
+from apps.resilience.consumer import connect_soon, patience, tolerant_ack, tolerant_close
 from tests.support.broker import free_port
 
 
@@ -72,3 +74,45 @@ def test_a_close_that_fails_inside_kombu_does_not_stop_the_worker(caplog) -> Non
         redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(name)
 
     assert "kombu failed closing the lost broker connection" in caplog.text
+
+
+def _delivered(conn: Connection, queue_name: str) -> Message:
+    queue = conn.SimpleQueue(queue_name)
+    queue.put({"n": 1})
+    return queue.get(timeout=5)  # delivered, not acknowledged
+
+
+def test_a_message_of_a_lost_connection_settled_after_reconnecting_does_not_stop_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task running when its connection was lost is acknowledged later, from the event
+    loop, through its old channel: kombu's AttributeError there once stopped a worker just
+    after it had reconnected ("Unrecoverable error")."""
+    name = f"backstop-ack-{uuid.uuid4().hex[:8]}"
+    log = logging.getLogger("test")
+    lost, live = Connection(settings.CELERY_BROKER_URL), Connection(settings.CELERY_BROKER_URL)
+    try:
+        first, second = _delivered(lost, name), _delivered(lost, name)
+        lost.transport.client = None  # as Redis restarting left it (see the test above)
+        tolerant_close(lost.close)()  # Celery closes the lost connection
+        with pytest.raises(AttributeError):  # the failure Celery would meet
+            first.ack_log_error(log, ())
+
+        tolerant_ack(second.ack_log_error)(log, ())
+        tolerant_ack(second.reject_log_error)(log, ())
+        acked = _delivered(live, name)
+        tolerant_ack(acked.ack_log_error)(log, ())  # a live connection's: acknowledged
+    finally:
+        live.release()
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(name)
+
+    assert acked.acknowledged
+    assert caplog.text.count("could not settle a message of the lost broker connection") == 2
+
+
+def test_any_other_attribute_error_while_settling_is_raised() -> None:
+    def settle(*args: object) -> None:
+        raise AttributeError("a defect, not a lost connection")
+
+    with pytest.raises(AttributeError, match="a defect"):
+        tolerant_ack(settle)()
