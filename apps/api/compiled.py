@@ -14,12 +14,15 @@ not come back as a parameter of its own (Django inlined or transformed it), when
 constant parameter equals a marker, when a selected column needs a converter from the
 database (SQLite's dates do: only PostgreSQL's plain columns come back as Django would
 return them), or when the row's columns are not in the queryset's ``values_list``
-order. The builder must depend on nothing but its arguments: a value it reads for
-itself (``timezone.now()``) would be frozen into the SQL of the first request.
+order. A shape whose compiling raised is not kept (logged; the next request tries
+again), and at most ``MAX_SHAPES`` are. The builder must depend on nothing but its
+arguments: a value it reads for itself (``timezone.now()``) would be frozen into the SQL
+of the first request.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -30,20 +33,28 @@ from django.db import connections
 from django.db.models import QuerySet
 from django.db.models.query import ValuesListIterable
 
+logger = logging.getLogger(__name__)
+
 # Values no request sends, in range of every column type they may meet (a positive small
 # integer's 0..32767; Django drops a lookup whose value overflows its column). Two sets:
 # a parameter that is a value changes between them, a constant that happens to equal a
-# marker does not.
-_INT_MARKERS = (32_000, 31_000)
-_DATETIME_MARKERS = (datetime(1234, 5, 6, 7, 8, 9, tzinfo=UTC), datetime(1235, 6, 7, 8, 9, 10))
+# marker does not; spaced differently, so a value the builder derives from another (an
+# owner plus 3) can't pass for a third value's marker in both.
+_INT_MARKERS = ((32_000, 1), (31_000, 7))
+_DATETIME_MARKERS = ((datetime(1234, 5, 6, 7, 8, 9), 1), (datetime(1235, 6, 7, 8, 9, 10), 7))
+# Shapes kept per CompiledQueries; past that, a new shape runs its queryset (clients choose
+# the page size, so they choose how many shapes there are: 8 orderings x 200 x 2).
+MAX_SHAPES = 256
 
 
 def _marker(value: Any, n: int, set_: int) -> Any:
     """Return the ``n``-th marker of a set for a value of ``value``'s type; TypeError if none."""
     if type(value) is int:
-        return _INT_MARKERS[set_] + n
+        base, step = _INT_MARKERS[set_]
+        return base + step * n
     if type(value) is datetime:
-        return _DATETIME_MARKERS[set_].replace(microsecond=n, tzinfo=UTC)
+        moment, step = _DATETIME_MARKERS[set_]
+        return moment.replace(microsecond=step * n + 1, tzinfo=UTC)
     if type(value) is str:
         return f"\x1fmarker {set_}.{n}\x1f"
     raise TypeError(f"no marker for a {type(value).__name__}")
@@ -89,11 +100,14 @@ class _Compiled:
 def compile_shape(
     build: Callable[..., QuerySet[Any, Any]], values: Mapping[str, Any]
 ) -> _Compiled | None:
-    """Return ``build``'s query compiled with markers for ``values``, or None if it can't be."""
+    """Return ``build``'s query compiled with markers for ``values``, or None if it can't be.
+
+    Raises what building or compiling with markers raises.
+    """
     try:
         first, second = (_compile(build, values, set_) for set_ in (0, 1))
-    except Exception:  # a marker the query refuses, say: the request then runs the queryset
-        return None  # built with its own values, which raises whatever it raises
+    except TypeError:  # a value of a type with no marker
+        return None
     if first is None or first != second:
         return None  # a value inlined or dropped, or a constant equal to a marker
     return first
@@ -140,10 +154,15 @@ class CompiledQueries:
         with self._lock:
             known = shape in self._shapes
             compiled = self._shapes.get(shape)
-        if not known:
-            compiled = compile_shape(build, values)
-            with self._lock:
-                self._shapes[shape] = compiled
+            room = len(self._shapes) < MAX_SHAPES
+        if not known and room:
+            try:
+                compiled = compile_shape(build, values)
+            except Exception:  # the queryset, built with the request's values, may still run
+                logger.warning("could not compile the query of shape %r", shape, exc_info=True)
+            else:
+                with self._lock:
+                    self._shapes[shape] = compiled
         if compiled is None:
             return [tuple(row) for row in build(**values)]
         return compiled.rows(values)

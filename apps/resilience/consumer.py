@@ -23,6 +23,7 @@ connection acknowledged after the worker has reconnected (``tolerant_ack``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -145,6 +146,7 @@ def tolerant_ack(settle: Callable[..., None]) -> Callable[..., None]:
     re-sends what never finished. Any other ``AttributeError`` is raised as before.
     """
 
+    @functools.wraps(settle)
     def settling(*args: Any, **kwargs: Any) -> None:
         try:
             settle(*args, **kwargs)
@@ -157,6 +159,10 @@ def tolerant_ack(settle: Callable[..., None]) -> Callable[..., None]:
                 exc_info=True,
             )
 
+    # Still the message's ack or reject to Celery: a warm shutdown runs those (and only
+    # those) while the pool is joined, finding them by their message and name.
+    if hasattr(settle, "__self__"):
+        setattr(settling, "__self__", settle.__self__)  # noqa: B010 - a function's attribute
     return settling
 
 

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
+from apps.api import compiled
 from apps.api.compiled import CompiledQueries, compile_shape
 from apps.eventstore.models import ProjectionState
 from apps.todos.api.pagination import ORDERINGS, KeysetPagination
@@ -111,6 +112,46 @@ def test_a_rebuilds_switch_of_generation_is_seen_by_a_compiled_shape() -> None:
 )
 def test_only_a_values_list_of_tuples_compiles(build: Any) -> None:
     assert compile_shape(build, {"owner_id": 1}) is None
+
+
+def test_a_value_derived_from_another_is_not_taken_for_a_third() -> None:
+    def build(owner_id: int, version: int) -> QuerySet[TodoView, tuple[Any, ...]]:
+        return _rows(owner_id).exclude(version=owner_id + 1).values_list("id")  # not version
+
+    assert compile_shape(build, {"owner_id": 1, "version": 2}) is None
+
+
+def test_a_shape_whose_compiling_raised_is_not_kept(caplog: pytest.LogCaptureFixture) -> None:
+    owner = next(_owners)
+    a_row(owner, 1)
+    calls = itertools.count()
+    queries = CompiledQueries()
+
+    def build(owner_id: int) -> QuerySet[TodoView, tuple[Any, ...]]:
+        if next(calls) == 0:
+            raise RuntimeError("a passing failure")
+        return _rows(owner_id).values_list("id")
+
+    assert len(queries.rows("shape", build, {"owner_id": owner})) == 1  # the queryset ran
+    assert "could not compile the query of shape 'shape'" in caplog.text
+    assert queries._shapes == {}
+    queries.rows("shape", build, {"owner_id": owner})
+    assert queries._shapes["shape"] is not None  # tried again, and kept
+
+
+def test_shapes_past_the_limit_run_their_querysets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled, "MAX_SHAPES", 2)
+    owner = next(_owners)
+    a_row(owner, 1)
+    queries = CompiledQueries()
+
+    def build(owner_id: int) -> QuerySet[TodoView, tuple[Any, ...]]:
+        return _rows(owner_id).values_list("id")
+
+    for shape in range(3):
+        assert len(queries.rows(shape, build, {"owner_id": owner})) == 1
+
+    assert list(queries._shapes) == [0, 1]
 
 
 def test_a_constant_equal_to_a_marker_is_not_taken_for_a_value() -> None:

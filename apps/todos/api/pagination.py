@@ -35,7 +35,7 @@ ORDERINGS = {
     "title": "title",
 }
 NEVER = datetime(9999, 12, 31, tzinfo=UTC)
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_NON_ASCII = re.compile(r"[^\x00-\x7e]+")  # DEL too, as json.dumps escapes it
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -102,8 +102,8 @@ class KeysetPagination(BasePagination):
             {"next": self._next_link(), "ordering": self.ordering}, separators=(",", ":")
         )
         body = f'{head[:-1]},"results":[{",".join(doc for _, _, doc in page)}]}}'
-        if not body.isascii():  # as DRF's renderer (UNICODE_JSON off): \uXXXX, in strings
-            body = _NON_ASCII.sub(_escaped, body)  # (the only place JSON lets it be)
+        if not body.isascii() or "\x7f" in body:  # as DRF's renderer (UNICODE_JSON off):
+            body = _NON_ASCII.sub(_escaped, body)  # \uXXXX, in strings (only they hold it)
         return HttpResponse(body.encode(), content_type="application/json")
 
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
