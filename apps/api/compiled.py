@@ -94,7 +94,7 @@ class _Compiled:
         params = [slot.param(values) for slot in self.slots]
         with connections[self.db].cursor() as cursor:
             cursor.execute(self.sql, params)
-            return [tuple(row) for row in cursor.fetchall()]
+            return cursor.fetchall()  # tuples already, as the queryset gives them
 
 
 def compile_shape(
