@@ -14,6 +14,7 @@ from apps.eventstore.models import Event, OutboxMessage
 from apps.eventstore.repository import retry_on_conflict
 from apps.eventstore.store import CommandContext, StreamAppend
 from tests.eventstore.counter import CounterOpened, Incremented
+from tests.support.locks import someone_waits
 from tests.support.threads import closing_connections
 from tests.support.waiting import wait_until
 
@@ -122,7 +123,9 @@ def test_without_the_lock_the_unique_constraint_still_turns_a_race_into_a_confli
     for thread in threads:
         thread.start()
     first_inserted.wait(timeout=20)
-    wait_until(_someone_waits_for_a_transaction, timeout=20, message="the second writer to wait")
+    wait_until(
+        lambda: someone_waits("transactionid"), timeout=20, message="the second writer to wait"
+    )
     release.set()
     for thread in threads:
         thread.join(timeout=20)
@@ -134,14 +137,6 @@ def test_without_the_lock_the_unique_constraint_still_turns_a_race_into_a_confli
         (1, {"label": "raced"}),
         (2, {"by": 1}),
     ]
-
-
-def _someone_waits_for_a_transaction() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
-        )
-        return cursor.fetchone()[0] > 0
 
 
 @pytest.mark.django_db

@@ -16,6 +16,7 @@ from apps.eventstore.models import Event
 from apps.eventstore.repository import Repository, retry_on_conflict
 from apps.eventstore.store import CommandContext
 from tests.eventstore.counter import Counter, Incremented
+from tests.support.locks import someone_waits
 from tests.support.threads import closing_connections, run_in_threads
 from tests.support.waiting import wait_until
 
@@ -158,7 +159,7 @@ def test_an_event_that_commits_late_is_not_skipped(serialized: bool, monkeypatch
         b.join(timeout=20)
     r = threading.Thread(target=closing_connections(reader))
     r.start()
-    wait_until(lambda: not r.is_alive() or _someone_waits_for_the_append_lock(), timeout=20)
+    wait_until(lambda: not r.is_alive() or someone_waits("advisory"), timeout=20)
     release_a.set()
     for thread in (a, r):
         thread.join(timeout=20)
@@ -168,12 +169,6 @@ def test_an_event_that_commits_late_is_not_skipped(serialized: bool, monkeypatch
     assert b_committed_while_a_open
     seen = [e.payload.label for e in first_read + second_read if hasattr(e.payload, "label")]
     assert seen == (["A", "B"] if serialized else ["B"])
-
-
-def _someone_waits_for_the_append_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        return cursor.fetchone()[0] > 0
 
 
 def test_incremented_events_are_typed_on_read() -> None:

@@ -12,7 +12,7 @@ import pytest
 import redis
 from celery import current_app
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from apps.eventstore import relay
@@ -31,6 +31,7 @@ from tests.resilience.conftest import (
 )
 from tests.resilience.handlers import effects, script
 from tests.support.broker import celery_broker, free_port
+from tests.support.locks import someone_waits
 from tests.support.probe import PROBE, open_counters, probe_messages
 from tests.support.threads import run_in_threads
 from tests.support.waiting import wait_until
@@ -391,7 +392,7 @@ def test_a_stream_lock_makes_park_and_release_atomic(settings) -> None:
             DeadLetter.objects.filter(pk=letter.pk).update(status="resolved")
             parking.release_next("test.ordered", stream)  # takes the stream lock
             releasing.set()
-            wait_until(lambda: _waiting_for_lock(), message="the park to wait for the lock")
+            wait_until(lambda: someone_waits("advisory"), message="the park to wait for the lock")
 
     def park() -> None:
         releasing.wait(10)
@@ -401,12 +402,6 @@ def test_a_stream_lock_makes_park_and_release_atomic(settings) -> None:
 
     assert parked == [False]
     assert Delivery.objects.get(pk=started.pk).status == Status.RUNNING
-
-
-def _waiting_for_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        return cursor.fetchone()[0] > 0
 
 
 def test_the_sweep_releases_what_waits_behind_a_closed_letter(probe_queue: str, settings) -> None:
