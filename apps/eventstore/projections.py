@@ -186,20 +186,38 @@ def rebuild(
     return RebuildReport(applied, time.perf_counter() - started, target)
 
 
+# How many more objects the collector's young generation may hold than after the last
+# collection before a rebuild collects (see ``_collecting_per_batch``).
+YOUNG_OBJECTS_LIMIT = 250_000
+
+
 @contextmanager
 def _collecting_per_batch() -> Iterator[Callable[[], object]]:
-    """Run Python's cyclic garbage collector once per batch instead of by allocation count.
+    """Run Python's cyclic garbage collector between batches, and only when it has grown.
 
     A batch allocates some ten objects per event; counted by allocations, the collector
     ran every few hundred events and each run walked the growing older generations too (a
-    third of a rebuild's time). Paused here, it collects the young generations after each
-    batch (what the batch left behind, cycles included) and resumes as it was after; the
-    oldest generation waits for the end of the rebuild.
+    third of a rebuild's time). Paused here, the collector is asked to run after a batch
+    only once its young generation holds ``YOUNG_OBJECTS_LIMIT`` more objects than after
+    the last run: a batch's objects are freed by their reference counts, so the young
+    generation holds what lives on (the next batch, read ahead: ~60,000 objects for 2,000
+    todo events) and grows only by cyclic garbage. Collecting after every batch walked
+    those live objects each time for nothing (200,000 todo events left 16 objects in
+    cycles; the collections were 9 % of the rebuild). The collector resumes as it was
+    after the rebuild.
     """
     was_enabled = gc.isenabled()
     gc.disable()
+    after_last = gc.get_count()[0]
+
+    def batch_done() -> None:
+        nonlocal after_last
+        if gc.get_count()[0] - after_last > YOUNG_OBJECTS_LIMIT:
+            gc.collect(1)
+            after_last = gc.get_count()[0]
+
     try:
-        yield lambda: gc.collect(1)
+        yield batch_done
     finally:
         if was_enabled:
             gc.enable()

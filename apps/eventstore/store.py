@@ -19,6 +19,7 @@ transaction commits by itself.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
+from pydantic import TypeAdapter
 
 from apps.eventstore import outbox_batch
 from apps.eventstore.conflicts import (
@@ -189,9 +191,11 @@ class _Pending:
 def _pending(appends: Sequence[StreamAppend], context: CommandContext) -> list[_Pending]:
     now = timezone.now()
     pending = []
+    event_ids = iter(_new_event_ids(sum(len(a.events) for a in appends)))
     for a in appends:
         for offset, payload in enumerate(a.events, start=1):
             metadata = EventMetadata(
+                event_id=next(event_ids),
                 occurred_at=now,
                 actor_id=context.actor_id,
                 correlation_id=context.correlation_id,
@@ -208,6 +212,25 @@ def _pending(appends: Sequence[StreamAppend], context: CommandContext) -> list[_
                 )
             )
     return pending
+
+
+def _new_event_ids(count: int) -> list[uuid.UUID]:
+    """``count`` random (version 4) UUIDs.
+
+    ``uuid.uuid4()`` reads the OS's random source once per id and builds the UUID in
+    Python (~3 µs); many ids are cut from one read instead, 16 bytes each, with the
+    version and variant bits set as ``uuid4()`` sets them, and pydantic's validator
+    makes the UUIDs (~1 µs each).
+    """
+    if count == 1:
+        return [uuid.uuid4()]
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # RFC 4122 variant
+    return _UUIDS.validate_python([bytes(raw[i : i + 16]) for i in range(0, 16 * count, 16)])
+
+
+_UUIDS = TypeAdapter(list[uuid.UUID])
 
 
 class _Written(NamedTuple):

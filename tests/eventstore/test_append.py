@@ -72,6 +72,18 @@ def test_recorded_events_match_the_stored_rows_and_outbox_in_order(path: str) ->
 
 
 @pytest.mark.django_db
+def test_many_events_of_one_append_get_distinct_random_ids(path: str) -> None:
+    recorded = _append(uuid.uuid4(), 0, CounterOpened(label="many"), *[Incremented(by=1)] * 63)
+
+    ids = [r.event_id for r in recorded]
+    assert all(isinstance(i, uuid.UUID) and i.version == 4 for i in ids)
+    assert all(i.variant == uuid.RFC_4122 for i in ids)
+    assert len(set(ids)) == 64
+    stored = Event.objects.filter(position__in=[r.position for r in recorded])
+    assert sorted(stored.values_list("event_id", flat=True)) == sorted(ids)
+
+
+@pytest.mark.django_db
 def test_a_stale_stream_in_a_multi_stream_append_conflicts_and_writes_nothing(path: str) -> None:
     fresh, stale = uuid.uuid4(), uuid.uuid4()
     _append(stale, 0, CounterOpened(label="stale"), Incremented(by=1))

@@ -62,3 +62,15 @@ def test_copied_rows_equal_bulk_created_ones_for_every_kind_of_value() -> None:
 def test_inserting_nothing_is_a_no_op() -> None:
     assert insert_rows(TodoView, []) == 0
     assert not TodoView.objects.filter(generation=903).exists()
+
+
+def test_a_model_of_one_column_is_copied() -> None:
+    from django.contrib.auth.models import Group
+
+    assert insert_rows(Group, [Group(name="copied-1"), Group(name="copied-2")]) == 2
+    assert sorted(
+        Group.objects.filter(name__startswith="copied-").values_list("name", flat=True)
+    ) == [
+        "copied-1",
+        "copied-2",
+    ]
