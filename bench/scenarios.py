@@ -246,8 +246,12 @@ def latency(sizes: Sizes, max_rate: float) -> Result:
         ids.append(services.create_todo(owner_id=2, context=context, title=f"latency {n}").id)
     reached = count / (time.perf_counter() - started)
     wait_for(lambda: _delivered(ids), timeout=300, what="latency todos to be projected", every=POLL)
+    recorded = list(Event.objects.filter(stream_id__in=ids).values_list("position", "recorded_at"))
+    # The rows and the checkpoint commit together, but the watcher reads every 5 ms: wait
+    # for it to have seen the last move too.
+    last = max(position for position, _ in recorded)
+    wait_for(lambda: watcher.passed(last), timeout=60, what="the watcher to see the checkpoint")
     watcher.stop()
-    recorded = Event.objects.filter(stream_id__in=ids).values_list("position", "recorded_at")
     millis = sorted(
         (watcher.applied_at(position) - at) / timedelta(milliseconds=1) for position, at in recorded
     )
@@ -290,6 +294,9 @@ class _CheckpointWatcher:
     def stop(self) -> None:
         self._done.set()
         self._thread.join()
+
+    def passed(self, position: int) -> bool:
+        return bool(self.moves) and self.moves[-1][0] >= position
 
     def applied_at(self, position: int) -> datetime:
         return next(at for moved_to, at in self.moves if moved_to >= position)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -65,9 +65,6 @@ class TodoState:
             completed_at=todo.completed_at,
             deleted_at=todo.deleted_at,
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def create_todo(*, owner_id: int, context: CommandContext, **values: Any) -> TodoState:

@@ -21,8 +21,7 @@ from apps.todos import selectors, services
 from apps.todos.api import rows
 from apps.todos.api.filters import TodoFilter
 from apps.todos.api.rows import list_row
-from apps.todos.api.serializers import TodoViewSerializer
-from apps.todos.api.views import _with_overdue
+from apps.todos.api.serializers import TodoViewSerializer, todo_output
 from apps.todos.fields import PRIORITIES, InvalidTodo
 from apps.todos.models import STATS_COUNTERS, TodoStats, TodoView
 from apps.todos.projections import TodoRows
@@ -140,7 +139,7 @@ def test_a_command_response_says_overdue_by_the_rule(
         deleted_at=None,
     )
 
-    assert _with_overdue(state)["is_overdue"] is overdue
+    assert todo_output(state, timezone.now())["is_overdue"] is overdue
 
 
 # -- statuses -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -9,6 +10,8 @@ from rest_framework import serializers
 
 from apps.api.fields import AwareDateTimeField, StrictSerializer, TextField
 from apps.todos import fields, recurrence
+from apps.todos.rules import is_overdue
+from apps.todos.services import TodoState
 
 
 class TodoInputSerializer(StrictSerializer):
@@ -48,6 +51,32 @@ class TodoOutputSerializer(serializers.Serializer):
     is_overdue = serializers.BooleanField()
     completed_at = serializers.DateTimeField(allow_null=True)
     deleted_at = serializers.DateTimeField(allow_null=True)
+
+
+def todo_output(state: TodoState, now: datetime) -> dict[str, Any]:
+    """Return ``TodoOutputSerializer``'s data for a command's result, ``is_overdue`` as of
+    ``now``, built directly: the serializer copies and runs its 13 fields per response
+    (~0.4 ms of a POST's ~3 ms of CPU). The serializer remains the schema's shape; tests
+    hold the two equal. Datetimes go through DRF's own field, as the serializer's do."""
+    write_datetime = _DATETIME.to_representation
+    return {
+        "id": str(state.id),
+        "version": state.version,
+        "title": state.title,
+        "description": state.description,
+        "priority": state.priority,
+        "due_at": None if state.due_at is None else write_datetime(state.due_at),
+        "tags": [str(tag) for tag in state.tags],
+        "recurrence": state.recurrence,
+        "series_id": None if state.series_id is None else str(state.series_id),
+        "status": str(state.status),
+        "is_overdue": is_overdue(state, now),
+        "completed_at": None if state.completed_at is None else write_datetime(state.completed_at),
+        "deleted_at": None if state.deleted_at is None else write_datetime(state.deleted_at),
+    }
+
+
+_DATETIME = serializers.DateTimeField()
 
 
 class TodoViewSerializer(TodoOutputSerializer):

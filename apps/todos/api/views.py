@@ -36,9 +36,9 @@ from apps.todos.api.serializers import (
     TodoInputSerializer,
     TodoOutputSerializer,
     TodoViewSerializer,
+    todo_output,
 )
 from apps.todos.models import TodoView
-from apps.todos.rules import is_overdue
 from apps.todos.services import TodoState
 
 LIST_ROW = list_row()
@@ -70,13 +70,8 @@ def expected_version(request: Request) -> int | None:
 
 
 def state_response(state: TodoState, code: int = status.HTTP_200_OK) -> Response:
-    data = TodoOutputSerializer(_with_overdue(state)).data
+    data = todo_output(state, timezone.now())
     return Response(data, status=code, headers={"ETag": f'"{state.version}"'})
-
-
-def _with_overdue(state: TodoState) -> dict[str, Any]:
-    """Return the state's values for TodoOutputSerializer, with ``is_overdue`` as of now."""
-    return {**state.as_dict(), "is_overdue": is_overdue(state, timezone.now())}
 
 
 UNFILTERED_PAGES = CompiledQueries()
@@ -133,7 +128,7 @@ class TodoViewSet(viewsets.GenericViewSet):
             scope="todos.create",
             key=key,
             digest=idempotency.request_hash(request.data),
-            command=lambda: (201, TodoOutputSerializer(_with_overdue(self._create(request))).data),
+            command=lambda: (201, todo_output(self._create(request), timezone.now())),
         )
         headers = {
             "ETag": f'"{outcome.body["version"]}"',
