@@ -172,6 +172,12 @@ def publish_pending(
 def _send(rows: list[_Claimed], connection: Connection | None) -> int:
     """Publish rows in order; return how many went out before the broker failed."""
     app = current_app
+    if connection is None and not any(_delivered_one_by_one(row) for row in rows):
+        # Only followed projections subscribe (a todo's events): nothing to publish but
+        # nudges, whose message, when one is sent at all, takes a producer of its own. Most
+        # commands' relays then take none from the pool (a tenth of a POST's CPU).
+        _nudge({s.projection for r in rows for s in subscribers(r.type) if s.projection}, None)
+        return len(rows)
     sent, followed = 0, set()
     try:
         with app.producer_or_acquire() if connection is None else connection.Producer() as producer:
@@ -189,7 +195,11 @@ def _send(rows: list[_Claimed], connection: Connection | None) -> int:
     return sent
 
 
-def _nudge(names: set[str], producer: Producer) -> None:
+def _delivered_one_by_one(row: _Claimed) -> bool:
+    return any(not sub.projection for sub in subscribers(row.type))
+
+
+def _nudge(names: set[str], producer: Producer | None) -> None:
     """Nudge the followers of projections; a nudge that fails is the outbox sweep's to
     repeat (it nudges every projection behind the log), not a reason to publish again."""
     for name in sorted(names):

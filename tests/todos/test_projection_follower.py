@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import uuid
 
+import kombu.exceptions
 import psycopg
 import pytest
+from celery import current_app
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Sum
 
-from apps.eventstore import following, projections, store
-from apps.eventstore.models import Event
+from apps.eventstore import following, projections, relay, store
+from apps.eventstore.models import Event, OutboxMessage
 from apps.eventstore.store import CommandContext
 from apps.eventstore.tasks import sweep_outbox
 from apps.resilience.models import DeadLetter, Delivery
@@ -185,6 +187,29 @@ def test_nudges_are_coalesced_until_a_follower_has_caught_up(transactional_db, s
         timeout=30,
         message="the second follower to clear the flag",
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_todos_relay_takes_no_producer_when_its_follower_is_already_nudged(
+    django_user_model, settings, monkeypatch
+) -> None:
+    # Only the followed projection subscribes to a todo's events: with a nudge already
+    # waiting, its relay has nothing to send and takes no producer from the pool.
+    settings.OUTBOX_PUBLISH_ON_COMMIT = False
+    owner = django_user_model.objects.create_user("no-producer")
+    [todo_id] = _create(owner.pk, 1)
+    cache.set("projection-nudge:todos", 1, 600)
+
+    def no_broker(*args, **kwargs):
+        raise kombu.exceptions.OperationalError("the pool is not to be used")
+
+    monkeypatch.setattr(current_app, "producer_or_acquire", no_broker)
+    rows = OutboxMessage.objects.filter(event__stream_id=todo_id)
+
+    assert relay.publish_pending(ids=rows.values_list("id", flat=True)) == 1
+    assert rows.get().published_at is not None
+    assert rows.get().last_error == ""
+    cache.delete("projection-nudge:todos")
 
 
 @pytest.mark.django_db(transaction=True)
