@@ -129,7 +129,9 @@ def discard_follow_up_work() -> None:
         client.delete(*queues)
         return client.hlen("unacked") == 0 and sum(client.llen(q) for q in queues) == 0
 
-    wait_until(idle, timeout=30, message="the workers to go idle")
+    # The workers first finish what they had already fetched (a delivery each, ~25 ms, far
+    # more on a loaded machine: 30 s was too little in a clean-clone `make test`).
+    wait_until(idle, timeout=120, message="the workers to go idle")
 
 
 @pytest.fixture
