@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from django.db import connections
 from django.db.models import QuerySet
 from django.db.models.query import ValuesListIterable
@@ -92,9 +93,21 @@ class _Compiled:
 
     def rows(self, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         params = [slot.param(values) for slot in self.slots]
-        with connections[self.db].cursor() as cursor:
+        connection = connections[self.db]
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # psycopg's own timestamptz loader (C, with psycopg's binary package), not
+                # Django's, a Python subclass that parses each value in Python and then sets
+                # Django's tzinfo: a list page's 50 sort values took 17 % of a GET's time
+                # under load. The same instants, in the session's time zone (UTC).
+                cursor.cursor.adapters.register_loader("timestamptz", _TIMESTAMPTZ_LOADER)
             cursor.execute(self.sql, params)
             return cursor.fetchall()  # tuples already, as the queryset gives them
+
+
+_TIMESTAMPTZ_LOADER = psycopg.postgres.adapters.get_loader(
+    psycopg.postgres.types["timestamptz"].oid, psycopg.pq.Format.TEXT
+)
 
 
 def compile_shape(

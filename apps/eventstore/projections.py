@@ -212,6 +212,7 @@ def _collecting_per_batch() -> Iterator[Callable[[], object]]:
 
     def batch_done() -> None:
         nonlocal after_last
+        after_last = min(after_last, gc.get_count()[0])  # someone else may have collected
         if gc.get_count()[0] - after_last > YOUNG_OBJECTS_LIMIT:
             gc.collect(1)
             after_last = gc.get_count()[0]

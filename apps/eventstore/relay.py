@@ -175,7 +175,11 @@ def _send(rows: list[_Claimed], connection: Connection | None) -> int:
     if connection is None and not any(_delivered_one_by_one(row) for row in rows):
         # Only followed projections subscribe (a todo's events): nothing to publish but
         # nudges, whose message, when one is sent at all, takes a producer of its own. Most
-        # commands' relays then take none from the pool (a tenth of a POST's CPU).
+        # commands' relays then take none from the pool (a tenth of a POST's CPU). Such rows
+        # are marked published while the broker is down too: the follower reads the log
+        # from its checkpoint, and a failed nudge is logged and repeated by the outbox
+        # sweep (``nudge_lagging``); the outbox backlog then doesn't show the outage, the
+        # health check's broker probe does.
         _nudge({s.projection for r in rows for s in subscribers(r.type) if s.projection}, None)
         return len(rows)
     sent, followed = 0, set()

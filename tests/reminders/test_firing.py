@@ -151,8 +151,10 @@ def second_worker(worker: WorkerProcess, tmp_path: Path) -> Iterator[WorkerProce
     try:
         yield second
     finally:
-        discard_follow_up_work()
-        second.stop()
+        try:
+            discard_follow_up_work()
+        finally:
+            second.stop()  # even when discarding failed: a worker left running outlives the run
 
 
 def test_a_due_reminder_fires_once_recording_reminder_triggered(alice: Api) -> None:
