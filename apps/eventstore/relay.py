@@ -172,7 +172,8 @@ def publish_pending(
 def _send(rows: list[_Claimed], connection: Connection | None) -> int:
     """Publish rows in order; return how many went out before the broker failed."""
     app = current_app
-    if connection is None and not any(_delivered_one_by_one(row) for row in rows):
+    subscribed = [sub for row in rows for sub in subscribers(row.type)]
+    if connection is None and all(sub.projection for sub in subscribed):
         # Only followed projections subscribe (a todo's events): nothing to publish but
         # nudges, whose message, when one is sent at all, takes a producer of its own. Most
         # commands' relays then take none from the pool (a tenth of a POST's CPU). Such rows
@@ -180,7 +181,7 @@ def _send(rows: list[_Claimed], connection: Connection | None) -> int:
         # from its checkpoint, and a failed nudge is logged and repeated by the outbox
         # sweep (``nudge_lagging``); the outbox backlog then doesn't show the outage, the
         # health check's broker probe does.
-        _nudge({s.projection for r in rows for s in subscribers(r.type) if s.projection}, None)
+        _nudge({sub.projection for sub in subscribed if sub.projection}, None)
         return len(rows)
     sent, followed = 0, set()
     try:
@@ -197,10 +198,6 @@ def _send(rows: list[_Claimed], connection: Connection | None) -> int:
         _record_failure(rows[0], exc)
         return 0
     return sent
-
-
-def _delivered_one_by_one(row: _Claimed) -> bool:
-    return any(not sub.projection for sub in subscribers(row.type))
 
 
 def _nudge(names: set[str], producer: Producer | None) -> None:
