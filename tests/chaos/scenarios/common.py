@@ -1,4 +1,5 @@
-"""What every scenario shares: the API users, the table row and its verdict."""
+"""What every scenario shares: the API users, the table row and its verdict, the operator's
+"retry group"."""
 
 from __future__ import annotations
 
@@ -59,3 +60,35 @@ def row(
         "verdict": "fail" if failed else "pass",
         "problems": report.problems,
     }
+
+
+def retry_groups(url: str, token: str) -> list[int]:
+    """Retry every failure group through the ops API; return the dead letters retried."""
+    headers = {"Authorization": f"Token {token}"}
+    with httpx.Client(base_url=f"{url}/api/v1/ops/", headers=headers, timeout=30) as client:
+        groups = client.get("dead-letter-groups/")
+        groups.raise_for_status()
+        done: list[int] = []
+        for group in groups.json():
+            remaining = 1
+            while remaining:  # a pass works for CONSOLE_GROUP_ACTION_SECONDS at most
+                outcome = client.post(f"dead-letter-groups/{group['fingerprint']}/retry/", json={})
+                outcome.raise_for_status()
+                done += outcome.json()["done"]
+                remaining = outcome.json()["remaining"]
+    return done
+
+
+def check_retried(retried: list[int]) -> list[str]:
+    """Every dead letter was retried by its group and is now resolved."""
+    from apps.resilience.models import DeadLetter
+
+    found: list[str] = []
+    if sorted(retried) != sorted(DeadLetter.objects.values_list("pk", flat=True)):
+        found.append(f"the group retries acted on {len(retried)} of the dead letters")
+    open_letters = list(
+        DeadLetter.objects.exclude(status=DeadLetter.Status.RESOLVED).values_list("pk", "status")
+    )
+    if open_letters:
+        found.append(f"{len(open_letters)} dead letters not resolved: {open_letters[:5]}")
+    return found

@@ -18,9 +18,9 @@ COPIES = 2
 ENV = {"EVENTSTORE_PUBLISH_COPIES": str(COPIES)}
 RABBITMQ = True  # run on RabbitMQ too
 PER_SECOND = 20.0
-# Full size: what two single-process workers carry beside a neighbouring scenario on 2
-# cores, so the backlog at the end drains within the deadline.
-FULL_PER_SECOND = 4.0
+# Full size: every message twice, beside neighbouring scenarios, with a backlog at the end
+# that drains within the deadline.
+FULL_PER_SECOND = 10.0
 
 
 def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import random
 import time
 from typing import Any
 
-import httpx
 import redis
 
 from apps.eventstore.models import Event
@@ -36,7 +35,7 @@ from tests.chaos.effects import (
     fault_of,
 )
 from tests.chaos.load import Load
-from tests.chaos.scenarios.common import Users, base_url, row
+from tests.chaos.scenarios.common import Users, base_url, check_retried, retry_groups, row
 
 NUMBER = 7
 NAME = "poison-mix"
@@ -45,9 +44,9 @@ ENV = {"RESILIENCE_WORKER_LOST_LIMIT": str(LOST_LIMIT)}
 SHARES = {PERMANENT: 0.02, TRANSIENT: 0.05, KILL: 0.005}
 EXPECTED_KIND = {PERMANENT: "business_rule", KILL: "system"}
 PER_SECOND = 20.0
-# Full size: what two single-process workers carry beside a neighbouring scenario on 2
-# cores, so the backlog at the end drains within the deadline.
-FULL_PER_SECOND = 6.0
+# Full size: beside neighbouring scenarios (each worker-killing event costs its worker a
+# new pool child twice), with a backlog at the end that drains within the deadline.
+FULL_PER_SECOND = 12.0
 
 
 def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> dict[str, Any]:
@@ -136,31 +135,4 @@ def check_faults(
         found.append(f"{deaths} worker deaths, not {killers} killers x {LOST_LIMIT} losses")
     if not all(w.alive() for w in cluster.workers):
         found.append("a worker's main process died with its pool child")
-    return found
-
-
-def retry_groups(url: str, token: str) -> list[int]:
-    """Retry every failure group through the ops API; return the dead letters retried."""
-    headers = {"Authorization": f"Token {token}"}
-    with httpx.Client(base_url=f"{url}/api/v1/ops/", headers=headers, timeout=30) as client:
-        groups = client.get("dead-letter-groups/")
-        groups.raise_for_status()
-        done: list[int] = []
-        for group in groups.json():
-            outcome = client.post(f"dead-letter-groups/{group['fingerprint']}/retry/", json={})
-            outcome.raise_for_status()
-            done += outcome.json()["done"]
-    return done
-
-
-def check_retried(retried: list[int]) -> list[str]:
-    """Every dead letter was retried by its group and is now resolved."""
-    found: list[str] = []
-    if sorted(retried) != sorted(DeadLetter.objects.values_list("pk", flat=True)):
-        found.append(f"the group retries acted on {len(retried)} of the dead letters")
-    open_letters = list(
-        DeadLetter.objects.exclude(status=DeadLetter.Status.RESOLVED).values_list("pk", "status")
-    )
-    if open_letters:
-        found.append(f"{len(open_letters)} dead letters not resolved: {open_letters[:5]}")
     return found
