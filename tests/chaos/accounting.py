@@ -166,16 +166,21 @@ def _effects(report: Report) -> None:
         rows,
         into="duplicated",
     )
+    # The successes first, the effects after: an effect commits with its delivery's success,
+    # so one that succeeds between the two reads (an undrained run) is not taken for lost.
+    done = {
+        handler: list(
+            Delivery.objects.filter(handler=handler, status=Delivery.Status.SUCCEEDED).values_list(
+                "event_id", flat=True
+            )
+        )
+        for handler in EFFECT_HANDLERS
+    }
     streams = set(
         Event.objects.filter(stream_type=EFFECT_STREAM_TYPE).values_list("stream_id", flat=True)
     )
     for handler in EFFECT_HANDLERS:
-        done = Delivery.objects.filter(handler=handler, status=Delivery.Status.SUCCEEDED)
-        lost = [
-            str(e)
-            for e in done.values_list("event_id", flat=True)
-            if effect_stream(e, handler) not in streams
-        ]
+        lost = [str(e) for e in done[handler] if effect_stream(e, handler) not in streams]
         report.flag(f"{handler} succeeded with no effect", len(lost), lost, into="lost")
 
 

@@ -79,6 +79,8 @@ class Job:
     broker: str = "redis"  # or "rabbitmq", for a module with ``RABBITMQ = True``
     # ``ALONE = "full"``: alone at full size only (its load needs both cores to drain)
     alone_full: bool = False
+    # ``FULL_MINUTES = <n>``: about how long its full size runs; the longest start first
+    full_minutes: int = 0
 
     def runs_alone(self, quick: bool) -> bool:
         return self.alone or (self.alone_full and not quick)
@@ -99,10 +101,13 @@ def scenarios() -> list[Job]:
         if number:
             alone = re.search(r"^ALONE = True\b", source, re.MULTILINE) is not None
             full = re.search(r'^ALONE = "full"', source, re.MULTILINE) is not None
-            n = int(number.group(1))
-            found.append(Job(n, path.stem, alone, alone_full=full))
+            minutes = re.search(r"^FULL_MINUTES = (\d+)\b", source, re.MULTILINE)
+            n, more = int(number.group(1)), int(minutes.group(1)) if minutes else 0
+            found.append(Job(n, path.stem, alone, alone_full=full, full_minutes=more))
             if re.search(r"^RABBITMQ = True\b", source, re.MULTILINE):
-                found.append(Job(n, path.stem, alone, "rabbitmq", alone_full=full))
+                found.append(
+                    Job(n, path.stem, alone, "rabbitmq", alone_full=full, full_minutes=more)
+                )
     return sorted(found, key=lambda job: (job.number, job.broker != "redis"))
 
 
@@ -162,7 +167,8 @@ def _run_children(
     chosen: list[Job], template: str, users: Users, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     """Run each job in a child process, ``args.jobs`` at a time (those that must run alone
-    after the rest, one by one); return their rows in the issue's order."""
+    after the rest, one by one; at full size the longest first); return their rows in the
+    issue's order."""
     rows: dict[Job, dict[str, Any]] = {}
     database = {job: f"{template}_{n}" for n, job in enumerate(chosen, start=1)}
     started: dict[Job, float] = {}
@@ -171,7 +177,7 @@ def _run_children(
         ([j for j in chosen if not j.runs_alone(args.quick)], args.jobs),
         ([j for j in chosen if j.runs_alone(args.quick)], 1),
     ):
-        waiting = list(batch)
+        waiting = start_order(batch, quick=args.quick)
         running: dict[int, tuple[subprocess.Popen[bytes], Job]] = {}  # by Redis db
         while waiting or running:
             free = [db for db in _redis_dbs(args.jobs) if db not in running]
@@ -190,6 +196,12 @@ def _run_children(
                     rows[job] = _collect(job, child.returncode, time.monotonic() - started[job])
             time.sleep(0.5)
     return [rows[job] for job in chosen]
+
+
+def start_order(jobs: list[Job], *, quick: bool) -> list[Job]:
+    """Return ``jobs`` in the order to start them: at full size the longest first, so
+    none is left to run by itself at the end; otherwise (and among equals) as given."""
+    return list(jobs) if quick else sorted(jobs, key=lambda job: -job.full_minutes)
 
 
 def _stop_child(child: subprocess.Popen[bytes]) -> None:

@@ -55,6 +55,7 @@ from tests.chaos.scenarios.common import Users, base_url, row, set_email
 
 NUMBER = 10
 NAME = "reminders-once"
+FULL_MINUTES = 6
 ENV: dict[str, str] = {}
 
 KILL_EVERY = 5.0

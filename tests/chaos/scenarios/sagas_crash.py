@@ -47,6 +47,7 @@ from tests.chaos.scenarios.sagas_crash_checks import Kill, check
 
 NUMBER = 13
 NAME = "sagas-crash"
+FULL_MINUTES = 5
 ENV: dict[str, str] = {}
 FAILING = {"charge": 0.15, "confirm": 0.15}
 CREATE_PER_SECOND = 25.0
