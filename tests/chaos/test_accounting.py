@@ -3,7 +3,8 @@ damage (a delivery that never ended, a command acknowledged with no event, a rea
 too many, a rejected command that took effect) is counted where it belongs.
 
 The run is made in-process (``inline_worker``) through the API, then damaged by hand.
-The poison scenario's plan of faults, and how its handler reads one, are checked too.
+The poison scenario's plan of faults, and how its handler reads one, are checked too, and
+which dead letters worker-kills takes for findings.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import pytest
 
 from apps.eventstore import projections
 from apps.eventstore.models import Event, ProjectionState
+from apps.resilience.classify import classify
 from apps.resilience.models import Delivery
+from apps.resilience.services.dead_letters import record
+from apps.resilience.taxonomy import BusinessRuleViolation, WorkerLostRepeatedly
 from apps.todos.models import TodoView
 from tests.chaos.accounting import Report, account
 from tests.chaos.effects import KILL, PERMANENT, POISON, TRANSIENT, fault_of
 from tests.chaos.load import Command
 from tests.chaos.scenarios.poison_mix import plan
+from tests.chaos.scenarios.worker_kills import crash_loops
 from tests.support.api import Api
 from tests.todos.conftest import projected
 
@@ -134,3 +139,14 @@ def test_the_fault_is_read_from_the_title_and_only_a_known_one() -> None:
     assert fault_of("chaos 1a2b3c4d fault:transient") == TRANSIENT
     assert fault_of("chaos 1a2b3c4d") is None
     assert fault_of("chaos fault:explode") is None
+
+
+def test_worker_kills_names_every_dead_letter_but_the_crash_loop_guards() -> None:
+    for exc in (WorkerLostRepeatedly("3 runs died with their worker"), BusinessRuleViolation("no")):
+        kind = classify(exc)
+        record(handler=POISON, exc=exc, classification=kind, attempts=3, event_id=uuid.uuid4())
+
+    found = crash_loops()
+
+    assert len(found) == 1, found
+    assert "BusinessRuleViolation" in found[0]

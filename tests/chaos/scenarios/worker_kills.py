@@ -80,8 +80,10 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
 def crash_loops() -> list[str]:
     """Name the dead letters that are not the crash-loop guard's (each is a finding)."""
     from apps.resilience.models import DeadLetter
+    from apps.resilience.taxonomy import WorkerLostRepeatedly
 
-    others = DeadLetter.objects.exclude(exception_type="WorkerLostRepeatedly")
+    guard = f"{WorkerLostRepeatedly.__module__}.{WorkerLostRepeatedly.__qualname__}"
+    others = DeadLetter.objects.exclude(exception_type=guard)
     return [
         f"dead-lettered by {exc} ({kind}), not the crash-loop guard: {handler} {event_id}"
         for exc, kind, handler, event_id in others.values_list(
