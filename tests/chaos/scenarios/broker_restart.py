@@ -25,8 +25,9 @@ end, each effect once — what the flushed broker dropped, the ledger re-sends):
   after the wipe).
 
 QUICK: restarts at 4, 12 and 20 s of 30 s of commands at 5 a second (150); full: at 20,
-60 and 100 s of 150 s at 10 a second (1,500). Down 1 s on Redis; on RabbitMQ 1 s plus the
-node's boot (some 5 s here, 20 s or more beside other scenarios), and the workers' next
+60 and 100 s of 150 s at 10 a second (1,500); each waits, besides, until every worker
+consumed after the one before or ``RESUME_WITHIN`` passed. Down 1 s on Redis; on RabbitMQ
+1 s plus the node's boot (some 5 s here, 20 s or more beside other scenarios), and the workers' next
 reconnection try on top (``BROKER_RECONNECT_MAX_SECONDS`` apart at most, 3 s by default).
 """
 
@@ -81,7 +82,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
         restarts: list[datetime] = []
         plan = [(4.0 * scale, False), (12.0 * scale, False), (20.0 * scale, True)]
         restarter = threading.Thread(
-            target=_restart, args=(broker, plan, restarts), name="restarter"
+            target=_restart, args=(broker, plan, restarts, cluster.workers), name="restarter"
         )
         restarter.start()
         try:
@@ -230,10 +231,19 @@ class _Rabbit:
         self.node.close()
 
 
-def _restart(broker: _Broker, plan: list[tuple[float, bool]], done: list[datetime]) -> None:
-    """At each planned second, SIGKILL the broker and start it again (empty, if asked)."""
+def _restart(
+    broker: _Broker,
+    plan: list[tuple[float, bool]],
+    done: list[datetime],
+    workers: list[processes.Proc],
+) -> None:
+    """At each planned second, SIGKILL the broker and start it again (empty, if asked); not
+    before every worker consumed after the previous start or ``RESUME_WITHIN`` passed (a
+    slow boot must not cut short the time the workers have to resume)."""
     started = time.monotonic()
     for at, flush in plan:
+        if done:
+            _await_resumed(workers, done[-1])
         time.sleep(max(0.0, started + at - time.monotonic()))
         broker.crash()
         if flush:
@@ -242,6 +252,16 @@ def _restart(broker: _Broker, plan: list[tuple[float, bool]], done: list[datetim
         broker.start()
         done.append(datetime.now())  # naive local time, as the workers' log lines
         broker.started(wiped=flush)
+
+
+def _await_resumed(workers: list[processes.Proc], moment: datetime) -> None:
+    """Return once every worker logged a succeeded task after ``moment``, or after
+    ``RESUME_WITHIN`` seconds (the check after the run names a worker that did not)."""
+    deadline = time.monotonic() + RESUME_WITHIN
+    while time.monotonic() < deadline:
+        if all(_consumed_after(worker, moment) for worker in workers):
+            return
+        time.sleep(0.5)
 
 
 def _consumed_after(worker: processes.Proc, moment: datetime) -> datetime | None:

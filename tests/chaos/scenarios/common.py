@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,12 +71,14 @@ def retry_groups(url: str, token: str) -> list[int]:
         groups.raise_for_status()
         done: list[int] = []
         for group in groups.json():
-            remaining = 1
-            while remaining:  # a pass works for CONSOLE_GROUP_ACTION_SECONDS at most
+            while True:  # a pass works for CONSOLE_GROUP_ACTION_SECONDS at most
                 outcome = client.post(f"dead-letter-groups/{group['fingerprint']}/retry/", json={})
+                if outcome.status_code == 404:  # no open letter left in the group
+                    break
                 outcome.raise_for_status()
                 done += outcome.json()["done"]
-                remaining = outcome.json()["remaining"]
+                if not outcome.json()["remaining"] or not outcome.json()["done"]:
+                    break
     return done
 
 
@@ -84,8 +87,11 @@ def check_retried(retried: list[int]) -> list[str]:
     from apps.resilience.models import DeadLetter
 
     found: list[str] = []
-    if sorted(retried) != sorted(DeadLetter.objects.values_list("pk", flat=True)):
-        found.append(f"the group retries acted on {len(retried)} of the dead letters")
+    twice = sorted(pk for pk, n in Counter(retried).items() if n > 1)
+    if twice:
+        found.append(f"{len(twice)} dead letters retried more than once: {twice[:5]}")
+    if set(retried) != set(DeadLetter.objects.values_list("pk", flat=True)):
+        found.append(f"the group retries acted on {len(set(retried))} of the dead letters")
     open_letters = list(
         DeadLetter.objects.exclude(status=DeadLetter.Status.RESOLVED).values_list("pk", "status")
     )

@@ -329,7 +329,9 @@ def check_sagas(report: Report, backdated: dict[str, str]) -> str:
 def check_resends(report: Report, cluster: processes.Cluster, dropped: set[tuple[str, str]]) -> str:
     """No (pair, re-send number) re-sent twice in one life of the pair; every dropped pair
     re-sent. An automatic retry of the pair's dead letter queues it again from re-send 0,
-    so a pair has one life more than its letter's automatic retries."""
+    so a pair has one life more than its letter's automatic retries: for such a pair the
+    check counts per pair, not per life (a double re-send in one life hides behind a life
+    that made fewer)."""
     lines: Counter[tuple[str, str, str]] = Counter()
     for worker in cluster.workers:
         lines.update(RESENT.findall(worker.log.read_text(errors="replace")))
