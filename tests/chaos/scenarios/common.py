@@ -76,8 +76,9 @@ def retry_groups(url: str, token: str) -> list[int]:
                 if outcome.status_code == 404:  # no open letter left in the group
                     break
                 outcome.raise_for_status()
-                done += outcome.json()["done"]
-                if not outcome.json()["remaining"] or not outcome.json()["done"]:
+                answer = outcome.json()
+                done += answer["done"]
+                if not answer["remaining"] or not answer["done"]:
                     break
     return done
 
