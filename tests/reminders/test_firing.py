@@ -27,9 +27,10 @@ from apps.reminders import services
 from apps.reminders.models import ReminderState
 from apps.todos.services import bulk_create_todos
 from tests.support.api import Api
+from tests.support.broker import unacknowledged
 from tests.support.threads import run_in_threads
 from tests.support.waiting import wait_until
-from tests.support.worker import WorkerProcess, start_worker
+from tests.support.worker import CONSUMED_QUEUES, WorkerProcess, start_worker
 
 # The tests of one reminder run its deliveries in this process (``inline_worker``); those of
 # hundreds run real workers only: an in-process worker would take the ticks from them and
@@ -127,11 +128,12 @@ def discard_follow_up_work() -> None:
     """Drop the queued work that hundreds of fired reminders cause (a notification each, for
     the notifications tests to prove) and wait until the workers are idle."""
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    queues = ("handlers", "default", "maintenance")
 
     def idle() -> bool:
-        client.delete(*queues)
-        return client.hlen("unacked") == 0 and sum(client.llen(q) for q in queues) == 0
+        client.delete(*CONSUMED_QUEUES)
+        return not unacknowledged(client, CONSUMED_QUEUES) and not any(
+            client.llen(queue) for queue in CONSUMED_QUEUES
+        )
 
     # The workers first finish what they had already fetched (a few deliveries each).
     wait_until(idle, timeout=120, message="the workers to go idle")

@@ -8,7 +8,6 @@ import time
 import uuid
 
 import pytest
-import redis
 from celery.concurrency.prefork import _is_ack_callback
 from django.conf import settings
 from kombu import Connection
@@ -17,7 +16,7 @@ from kombu.message import Message
 from vine import ppartial
 
 from apps.resilience.consumer import connect_soon, patience, tolerant_ack, tolerant_close
-from tests.support.broker import free_port
+from tests.support.broker import forget_queues, free_port
 
 
 def test_a_worker_keeps_trying_as_long_as_celery_would() -> None:
@@ -73,7 +72,7 @@ def test_a_close_that_fails_inside_kombu_does_not_stop_the_worker(caplog) -> Non
 
         tolerant_close(_closed_under_a_delivered_message(name).close)()
     finally:
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(name)
+        forget_queues(settings.CELERY_BROKER_URL, name)
 
     assert "kombu failed closing the lost broker connection" in caplog.text
 
@@ -106,11 +105,7 @@ def test_a_message_of_a_lost_connection_settled_after_reconnecting_does_not_stop
         tolerant_ack(acked.ack_log_error)(log, ())  # a live connection's: acknowledged
     finally:
         live.release()
-        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-        broker.delete(name)
-        for message in (first, second):  # kombu's record of them, or they'd come back
-            broker.hdel("unacked", message.delivery_tag)
-            broker.zrem("unacked_index", message.delivery_tag)
+        forget_queues(settings.CELERY_BROKER_URL, name)
 
     assert acked.acknowledged
     assert caplog.text.count("could not settle a message of the lost broker connection") == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import tempfile
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery import current_app
 from django.conf import settings
 from django.utils import timezone
@@ -33,6 +35,29 @@ class Message:
 
     def due(self) -> bool:
         return self.eta is None or self.eta <= timezone.now()
+
+
+def unacknowledged(client: redis.Redis, queues: tuple[str, ...]) -> list[str]:
+    """Return the delivery tags of the messages of ``queues`` that a consumer took and has not
+    acknowledged: the Redis transport keeps them in its ``unacked`` hash (as ``[message,
+    exchange, routing key]``; a Celery queue's routing key is its name) until the ack."""
+    return [
+        tag.decode()
+        for tag, raw in client.hgetall("unacked").items()
+        if json.loads(raw)[-1] in queues
+    ]
+
+
+def forget_queues(broker_url: str, *queues: str) -> None:
+    """Delete ``queues`` and the transport's record of their unacknowledged messages: left
+    behind, those would come back to the queue in an hour (the visibility timeout), and
+    every wait for idle workers would count them meanwhile."""
+    client = redis.Redis.from_url(broker_url)
+    tags = unacknowledged(client, queues)
+    client.delete(*queues)
+    if tags:
+        client.hdel("unacked", *tags)
+        client.zrem("unacked_index", *tags)
 
 
 def take_messages(broker_url: str, queue: str) -> Iterator[Message]:

@@ -19,6 +19,7 @@ from celery import current_app
 from django.conf import settings
 from django.db import connection
 
+from tests.support.broker import forget_queues, unacknowledged
 from tests.support.timings import TEST_TIMINGS
 from tests.support.waiting import wait_until
 
@@ -215,8 +216,8 @@ def settle(timeout: float = 20.0) -> None:
         return
 
     def quiet() -> bool:
-        queued = sum(client.llen(q) for q in ("handlers", "default", "maintenance"))
-        return queued == 0 and client.hlen("unacked") == 0
+        queued = sum(client.llen(q) for q in CONSUMED_QUEUES)
+        return queued == 0 and not unacknowledged(client, CONSUMED_QUEUES)
 
     try:
         wait_until(quiet, timeout=timeout, message="the worker to settle")
@@ -225,5 +226,4 @@ def settle(timeout: float = 20.0) -> None:
         ids = [delivery_task_id(d.handler, d.event_id) for d in pending]
         if ids:
             current_app.control.revoke(ids)
-        for queue in ("handlers", "default", "maintenance"):
-            client.delete(queue)
+        forget_queues(settings.CELERY_BROKER_URL, *CONSUMED_QUEUES)
