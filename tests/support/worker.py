@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,6 +133,13 @@ def start_worker(
         worker.stop()
         raise
     return worker
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_mail_dir() -> Iterator[None]:
+    """Remove the mail the workers of this test process sent, once the session ends."""
+    yield
+    shutil.rmtree(MAIL_DIR, ignore_errors=True)
 
 
 # Set once the session's worker runs: from then on every transactional test lets it settle.
