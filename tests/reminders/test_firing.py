@@ -1,8 +1,11 @@
 """Due reminders fire exactly once: claimed by the beat sweep with SKIP LOCKED.
 
 A tick is what beat sends every REMINDER_SWEEP_SECONDS: ``backstop.reminders.fire_due`` on
-the "maintenance" queue. The tests send the ticks themselves (no beat runs), to real worker
-subprocesses on the real PostgreSQL and Redis.
+the "maintenance" queue. The tests send the ticks themselves (no beat runs), on the real
+PostgreSQL and Redis. The tests of one reminder run the tick and its deliveries in this
+process (``inline_worker``); those of hundreds run real worker subprocesses and discard the
+follow-up deliveries: an in-process worker beside them would run those all itself, slowly,
+and could take a tick meant for a worker.
 """
 
 from __future__ import annotations
@@ -27,16 +30,12 @@ from apps.reminders import services
 from apps.reminders.models import ReminderState
 from apps.todos.services import bulk_create_todos
 from tests.support.api import Api
-from tests.support.broker import unacknowledged
+from tests.support.broker import idle
 from tests.support.threads import run_in_threads
 from tests.support.waiting import wait_until
 from tests.support.worker import CONSUMED_QUEUES, WorkerProcess, start_worker
 
-# The tests of one reminder run its deliveries in this process (``inline_worker``); those of
-# hundreds run real workers only: an in-process worker would take the ticks from them and
-# run every follow-up delivery itself, slowly, while the test waits for the workers.
 pytestmark = pytest.mark.django_db(transaction=True)
-inline = pytest.mark.usefixtures("inline_worker")
 
 FIRE_DUE = "backstop.reminders.fire_due"
 
@@ -129,14 +128,13 @@ def discard_follow_up_work() -> None:
     the notifications tests to prove) and wait until the workers are idle."""
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
 
-    def idle() -> bool:
+    def discarded() -> bool:
         client.delete(*CONSUMED_QUEUES)
-        return not unacknowledged(client, CONSUMED_QUEUES) and not any(
-            client.llen(queue) for queue in CONSUMED_QUEUES
-        )
+        return idle(client, CONSUMED_QUEUES)
 
-    # The workers first finish what they had already fetched (a few deliveries each).
-    wait_until(idle, timeout=120, message="the workers to go idle")
+    # The workers first finish what they had already fetched (a few deliveries each: seconds,
+    # the deadline allows for a machine loaded by another test run).
+    wait_until(discarded, timeout=60, message="the workers to go idle")
 
 
 @pytest.fixture
@@ -162,7 +160,7 @@ def second_worker(worker: WorkerProcess, tmp_path: Path) -> Iterator[WorkerProce
             second.stop()  # even when discarding failed: a worker left running outlives the run
 
 
-@inline
+@pytest.mark.usefixtures("inline_worker")
 def test_a_due_reminder_fires_once_recording_reminder_triggered(alice: Api) -> None:
     todo = alice.create()
     reminder_id = schedule(alice, todo["id"])
@@ -230,7 +228,7 @@ def test_two_sweeps_running_at_the_same_moment_never_fire_a_reminder_twice(alice
     assert ReminderState.objects.filter(reminder_id__in=ids, status="triggered").count() == 300
 
 
-@inline
+@pytest.mark.usefixtures("inline_worker")
 def test_a_reminder_that_fell_due_while_no_worker_ran_fires_once_late_on_the_next_tick(
     alice: Api,
 ) -> None:
@@ -253,7 +251,7 @@ def test_a_reminder_that_fell_due_while_no_worker_ran_fires_once_late_on_the_nex
     assert len(triggered_events(reminder_id)) == 1
 
 
-@inline
+@pytest.mark.usefixtures("inline_worker")
 def test_a_cancelled_or_already_triggered_reminder_never_fires(alice: Api) -> None:
     todo = alice.create()
     cancelled = schedule(alice, todo["id"])

@@ -39,8 +39,9 @@ class Message:
 
 def unacknowledged(client: redis.Redis, queues: tuple[str, ...]) -> list[str]:
     """Return the delivery tags of the messages of ``queues`` that a consumer took and has not
-    acknowledged: the Redis transport keeps them in its ``unacked`` hash (as ``[message,
-    exchange, routing key]``; a Celery queue's routing key is its name) until the ack."""
+    acknowledged: the Redis transport keeps them in its ``unacked`` hash, as ``[message,
+    exchange, routing key]``, until the ack (Celery sends a task through the default exchange
+    with its queue's name as the routing key, as ``SimpleQueue`` does)."""
     return [
         tag.decode()
         for tag, raw in client.hgetall("unacked").items()
@@ -48,16 +49,25 @@ def unacknowledged(client: redis.Redis, queues: tuple[str, ...]) -> list[str]:
     ]
 
 
+def idle(client: redis.Redis, queues: tuple[str, ...]) -> bool:
+    """Whether nothing of ``queues`` waits or is held by a consumer. The held messages are
+    read first: a task that sends a follow-up and is acknowledged between the two reads
+    leaves its follow-up queued, where the second read sees it."""
+    return not unacknowledged(client, queues) and not any(client.llen(q) for q in queues)
+
+
 def forget_queues(broker_url: str, *queues: str) -> None:
     """Delete ``queues`` and the transport's record of their unacknowledged messages: left
-    behind, those would come back to the queue in an hour (the visibility timeout), and
-    every wait for idle workers would count them meanwhile."""
+    behind, those would come back to the queue in an hour (the visibility timeout), and a
+    wait for idle workers on these queues would count them meanwhile."""
     client = redis.Redis.from_url(broker_url)
     tags = unacknowledged(client, queues)
-    client.delete(*queues)
-    if tags:
-        client.hdel("unacked", *tags)
-        client.zrem("unacked_index", *tags)
+    with client.pipeline() as pipe:
+        pipe.delete(*queues)
+        if tags:
+            pipe.hdel("unacked", *tags)
+            pipe.zrem("unacked_index", *tags)
+        pipe.execute()
 
 
 def take_messages(broker_url: str, queue: str) -> Iterator[Message]:

@@ -20,7 +20,7 @@ from celery import current_app
 from django.conf import settings
 from django.db import connection
 
-from tests.support.broker import forget_queues, unacknowledged
+from tests.support.broker import forget_queues, idle
 from tests.support.timings import TEST_TIMINGS
 from tests.support.waiting import wait_until
 
@@ -211,9 +211,10 @@ def _control(command: Any, queue: str, worker: WorkerProcess) -> None:
 def settle(timeout: float = 20.0) -> None:
     """Let the worker finish what a test started, so nothing runs into the next test.
 
-    Waits for the broker's queues and its unacknowledged (running or countdown) messages to
-    empty; whatever is still pending then (a job deferred behind a forced-open breaker) is
-    revoked by its stable task id and its queued copies are dropped.
+    Waits until the consumed queues are empty and the worker holds none of their messages
+    (running, or waiting for a countdown); whatever is still pending then (a job deferred
+    behind a forced-open breaker) is revoked by its stable task id, and its queued copies
+    and the broker's record of those a worker holds are dropped.
     """
     from apps.eventstore.relay import delivery_task_id
     from apps.resilience.models import Delivery
@@ -223,12 +224,10 @@ def settle(timeout: float = 20.0) -> None:
         client.delete(*CONSUMED_QUEUES)
         return
 
-    def quiet() -> bool:
-        queued = sum(client.llen(q) for q in CONSUMED_QUEUES)
-        return queued == 0 and not unacknowledged(client, CONSUMED_QUEUES)
-
     try:
-        wait_until(quiet, timeout=timeout, message="the worker to settle")
+        wait_until(
+            lambda: idle(client, CONSUMED_QUEUES), timeout=timeout, message="the worker to settle"
+        )
     except AssertionError:
         pending = Delivery.objects.exclude(status__in=["succeeded", "dead_lettered", "parked"])
         ids = [delivery_task_id(d.handler, d.event_id) for d in pending]
