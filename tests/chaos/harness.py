@@ -277,7 +277,8 @@ def _child(args: argparse.Namespace) -> int:
                 continue
             old.unlink()
         env = {**_environment(name), **scenario.ENV}
-        cluster = Cluster(env, RESULTS, _free_port(), prefix=f"{title}-")
+        concurrency = getattr(scenario, "WORKER_CONCURRENCY", 1)
+        cluster = Cluster(env, RESULTS, _free_port(), prefix=f"{title}-", concurrency=concurrency)
         phases = [time.monotonic()]
         ours = getattr(scenario, "PROCESSES", True)  # else the scenario starts its own
         try:

@@ -44,6 +44,7 @@ class Cluster:
     log_dir: Path
     port: int
     prefix: str = ""  # of the log files: "<prefix><process>.log"
+    concurrency: int = 1  # pool processes of each worker (a scenario's WORKER_CONCURRENCY)
     web: Proc = field(init=False)
     workers: list[Proc] = field(init=False)
     beat: Proc = field(init=False)
@@ -97,7 +98,7 @@ class Cluster:
             "--hostname",
             f"chaos{number}@%h",
             "--concurrency",
-            "1",
+            str(self.concurrency),
             "--queues",
             QUEUES,
             "--without-gossip",

@@ -3,7 +3,11 @@ which run by themselves, on which brokers, and which start first at full size.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.chaos.harness import Job, scenarios, start_order
+from tests.chaos.processes import Cluster
+from tests.chaos.scenarios import worker_kills
 
 
 def jobs() -> dict[str, Job]:
@@ -39,3 +43,12 @@ def test_at_full_size_the_longest_start_first_and_quick_keeps_the_issue_order() 
     unmarked = [job.key for job in full if not job.full_minutes]
     assert unmarked == [job.key for job in batch if not job.full_minutes]  # stable
     assert start_order(batch, quick=True) == batch
+
+
+def test_workers_run_one_pool_process_unless_the_scenario_asks_for_more(tmp_path: Path) -> None:
+    def concurrency(cluster: Cluster) -> list[str]:
+        return [w.argv[w.argv.index("--concurrency") + 1] for w in cluster.workers]
+
+    assert concurrency(Cluster({}, tmp_path, 8000)) == ["1", "1"]
+    assert concurrency(Cluster({}, tmp_path, 8000, concurrency=2)) == ["2", "2"]
+    assert worker_kills.WORKER_CONCURRENCY == 2
