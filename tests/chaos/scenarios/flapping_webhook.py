@@ -245,23 +245,34 @@ def settle(deadline: float) -> bool:
     return waited
 
 
-def generations(redis_url: str) -> list[Generation]:
+def generations(redis_url: str, name: str = BREAKER) -> list[Generation]:
     """Return the breaker's generations from its own keys: ``g<n>:opened`` (the time it
     opened, for a generation entered by opening) and ``g<n>:exit`` (added as it was left,
-    with an expiry of ``EXIT_KEY_SECONDS``: the time left tells when)."""
-    breaker = CircuitBreaker(BREAKER)
+    with an expiry of ``EXIT_KEY_SECONDS``: the time left tells when).
+
+    A generation entered by opening starts at its ``opened`` time, which the breaker writes
+    just after adding the exit key before it: exact, where the exit key's time left is read
+    in whole milliseconds. (A failed probe reaches the sink a fraction of a millisecond
+    before its worker re-opens the breaker; by the exit key alone a full run once placed
+    that probe in the generation it opened, as a call while open.)"""
+    breaker = CircuitBreaker(name)
     client = redis.Redis.from_url(redis_url)
     current = int(cache.get(breaker._key("gen")) or 1)
-    found: list[Generation] = []
-    start = 0.0
-    for number in range(1, current + 1):
+    numbers = range(1, current + 1)
+    opened = [cache.get(breaker._key(f"g{number}:opened")) for number in numbers]
+    ends: list[float] = []
+    for number in numbers:
         left_ms = client.pttl(cache.make_key(breaker._key(f"g{number}:exit")))
         now = time.time()
-        end = now - (EXIT_KEY_SECONDS * 1000 - left_ms) / 1000 if left_ms >= 0 else math.inf
-        opened = cache.get(breaker._key(f"g{number}:opened"))
-        found.append(Generation(number, start, end, opened))
-        start = end
-    return found
+        ends.append(now - (EXIT_KEY_SECONDS * 1000 - left_ms) / 1000 if left_ms >= 0 else math.inf)
+    for index, next_opened in enumerate(opened[1:]):
+        if next_opened is not None:
+            ends[index] = next_opened
+    starts = [0.0, *ends[:-1]]
+    return [
+        Generation(number, start, end, when)
+        for number, start, end, when in zip(numbers, starts, ends, opened, strict=True)
+    ]
 
 
 def _between(calls: list[Call], start: float, end: float) -> list[Call]:
