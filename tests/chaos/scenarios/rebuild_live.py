@@ -32,7 +32,7 @@ from tests.chaos.scenarios.common import Users, base_url, row, set_email
 
 NUMBER = 9
 NAME = "rebuild-live"
-FULL_MINUTES = 17  # 200,000 events loaded, the rebuild under load, a cold one to compare
+FULL_MINUTES = 9  # 200,000 events loaded, the rebuild under load, a cold one to compare
 ENV: dict[str, str] = {}
 PROCESSES = False  # started after the history is loaded
 PER_SECOND = 15.0
