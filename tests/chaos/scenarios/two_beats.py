@@ -127,7 +127,7 @@ def run(cluster: processes.Cluster, users: Users, *, quick: bool, seed: int) -> 
         findings = [
             check_outbox(report),
             check_reminders(report),
-            check_sagas(report, meddler.backdated),
+            check_sagas(report, meddler.backdated, quick=quick),
             check_resends(report, cluster, meddler.dropped),
             check_dead_letters(report, letters_done),
             check_next_occurrences(report),
@@ -298,9 +298,11 @@ def check_reminders(report: Report) -> str:
     )
 
 
-def check_sagas(report: Report, backdated: dict[str, str]) -> str:
+def check_sagas(report: Report, backdated: dict[str, str], *, quick: bool = False) -> str:
     """Each saga asked again at most once per time it was put past its deadline (one more
-    message for the step it waited for), and at least one was."""
+    message for the step it waited for), and at full size at least one was. (A QUICK run
+    backdates about a dozen, and each may take its step before the next sweep, 5 s on: a
+    clean-clone CI once saw all 12 do so.)"""
     # A step's message is of type "saga.<saga>.<step>[.undo]"; the saga's own life events
     # ("saga.started", "saga.completed", ...) have one dot.
     asks = Counter(
@@ -319,7 +321,7 @@ def check_sagas(report: Report, backdated: dict[str, str]) -> str:
         doubled,
         into="duplicated",
     )
-    if not again:
+    if not again and not quick:
         report.problems.append(
             f"none of {len(backdated)} overdue sagas was asked again: the saga sweep did nothing"
         )
