@@ -261,13 +261,13 @@ def generations(redis_url: str, name: str = BREAKER) -> list[Generation]:
     numbers = range(1, current + 1)
     opened = [cache.get(breaker._key(f"g{number}:opened")) for number in numbers]
     ends: list[float] = []
-    for number in numbers:
+    for number, next_opened in zip(numbers, [*opened[1:], None], strict=True):
+        if next_opened is not None:  # the next generation opened: its own time, exact
+            ends.append(next_opened)
+            continue
         left_ms = client.pttl(cache.make_key(breaker._key(f"g{number}:exit")))
         now = time.time()
         ends.append(now - (EXIT_KEY_SECONDS * 1000 - left_ms) / 1000 if left_ms >= 0 else math.inf)
-    for index, next_opened in enumerate(opened[1:]):
-        if next_opened is not None:
-            ends[index] = next_opened
     starts = [0.0, *ends[:-1]]
     return [
         Generation(number, start, end, when)
